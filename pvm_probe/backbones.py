@@ -1,0 +1,85 @@
+"""One table of hook sites per architecture: everything the suite needs to know about a backbone.
+
+A new backbone is one new row, never an `if` chain through the code. Paths are dotted attribute
+paths from the top-level `...ForConditionalGeneration` model; `pre_ffn_norm`, `ffn` and `self_attn`
+are relative to one decoder layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HookSites:
+    multimodal: str  # receives input_ids / pixel_values / cache and merges image features
+    language_model: str  # receives the merged `inputs_embeds`
+    layers: str  # the ModuleList of decoder layers
+    final_norm: str  # norm before the LM head (for LogitLens)
+    lm_head: str
+    pre_ffn_norm: str = "post_attention_layernorm"  # its input is x: residual after self-attention
+    ffn: str = "mlp"  # its output gets the PVM injection
+    self_attn: str = "self_attn"
+    visual_token_attrs: tuple[str, ...] = ("image_token_id",)  # config attributes naming visual tokens
+    rotary: str = "rope"  # how the attention applies position embeddings: "rope" | "mrope"
+    qk_norm: bool = False  # per-head RMSNorm on q and k inside self-attention
+
+
+_QWEN = dict(
+    multimodal="model",
+    language_model="model.language_model",
+    layers="model.language_model.layers",
+    final_norm="model.language_model.norm",
+    lm_head="lm_head",
+    visual_token_attrs=("image_token_id", "video_token_id"),
+)
+
+HOOK_SITES: dict[str, HookSites] = {
+    # Qwen3-VL's text rotary embedding already interleaves the 3-D sections into cos/sin.
+    "Qwen3VLForConditionalGeneration": HookSites(**_QWEN, rotary="rope", qk_norm=True),
+    # Qwen2.5-VL applies its 3-D sections inside attention (apply_multimodal_rotary_pos_emb).
+    "Qwen2_5_VLForConditionalGeneration": HookSites(**_QWEN, rotary="mrope"),
+    "LlavaForConditionalGeneration": HookSites(
+        multimodal="model",
+        language_model="model.language_model",
+        layers="model.language_model.layers",
+        final_norm="model.language_model.norm",
+        lm_head="lm_head",
+    ),
+}
+
+
+def hook_sites(model: nn.Module) -> HookSites:
+    name = type(model).__name__
+    if name not in HOOK_SITES:
+        raise ValueError(f"unsupported architecture {name}; supported: {', '.join(sorted(HOOK_SITES))}")
+    return HOOK_SITES[name]
+
+
+def get_module(root: nn.Module, path: str) -> nn.Module:
+    module = root
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return get_module(model, hook_sites(model).layers)
+
+
+def text_config(model: nn.Module):
+    return model.config.get_text_config()
+
+
+def visual_token_ids(model: nn.Module) -> list[int]:
+    ids = (getattr(model.config, attr, None) for attr in hook_sites(model).visual_token_attrs)
+    return [i for i in ids if i is not None]
+
+
+def check_layers(model: nn.Module, layers) -> None:
+    n = len(decoder_layers(model))
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"layer index {bad[0]} out of range: the model has {n} decoder layers (0..{n - 1})")

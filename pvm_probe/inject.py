@@ -1,0 +1,232 @@
+"""Attach PVM blocks to a Hugging Face VLM through hooks, and take them off again.
+
+Per forward pass:
+  1. a pre-hook on the multimodal model reads `input_ids` and the cache; when a new request starts
+     (empty cache, or new pixel values) it marks the visual positions and forgets the old memory;
+  2. a pre-hook on the language model reads the merged `inputs_embeds` and keeps the visual tokens
+     (or a hook on layer k keeps its hidden states, for the processed-states control);
+  3. in each PVM layer a pre-hook on the pre-FFN norm keeps x, and a hook on the FFN adds the
+     block's injection to the FFN output: y = x + FFN(norm2(x)) + alpha * h_pvm * M_txt.
+The blocks live as a `pvm` submodule of their decoder layer, so `.to()`, `.parameters()`,
+optimizers and accelerate see them; `remove()` deletes them and every hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from .backbones import (
+    HookSites,
+    check_layers,
+    decoder_layers,
+    get_module,
+    hook_sites,
+    text_config,
+    visual_token_ids,
+)
+from .config import PVMConfig
+from .memory import BLOCKS, VisualKV, build_block
+
+BLOCK_ATTR = "pvm"
+
+
+@dataclass
+class VisualMemory:
+    """What the blocks read during one request: its visual set and the current text mask."""
+
+    visual_mask: torch.Tensor | None = None  # [B, T] visual positions of the current forward
+    tokens: torch.Tensor | None = None  # [B, N, d] visual set, padded per row
+    key_mask: torch.Tensor | None = None  # [B, N] False at padded slots
+    kv: dict[int, VisualKV] = field(default_factory=dict)  # per layer, computed once per request
+    capturing: bool = False  # this forward starts a request: collect the visual set
+
+    def reset(self, visual_mask: torch.Tensor) -> None:
+        self.visual_mask, self.capturing = visual_mask, True
+        self.tokens = self.key_mask = None
+        self.kv = {}
+
+    def capture(self, hidden: torch.Tensor) -> None:
+        """hidden [B, T, d] at the request's first forward -> padded visual set [B, N, d]."""
+        self.capturing = False
+        if not self.visual_mask.any():
+            return  # text-only request: PVM stays a no-op
+        rows = [h[m] for h, m in zip(hidden, self.visual_mask, strict=True)]  # B x [N_b, d]
+        self.tokens = pad_sequence(rows, batch_first=True)  # [B, N, d]
+        lengths = torch.tensor([len(r) for r in rows], device=hidden.device)  # [B]
+        self.key_mask = torch.arange(self.tokens.shape[1], device=hidden.device) < lengths[:, None]  # [B, N]
+
+    @property
+    def text_mask(self) -> torch.Tensor:
+        return ~self.visual_mask  # [B, T]
+
+
+def is_pvm_block(module: nn.Module) -> bool:
+    return isinstance(module, tuple(BLOCKS.values()))
+
+
+class PVMHandle:
+    """The attached memory: its blocks, its hooks, and how to save or remove them."""
+
+    def __init__(self, model: nn.Module, config: PVMConfig):
+        self.model, self.config = model, config
+        self.sites: HookSites = hook_sites(model)
+        self.memory = VisualMemory()
+        self.blocks: dict[int, nn.Module] = {}
+        self._hooks: list = []
+        self.provenance: dict = {}
+
+    # ---- parameters ----------------------------------------------------------------------------
+    def parameters(self) -> Iterator[nn.Parameter]:
+        for block in self.blocks.values():
+            yield from block.parameters()
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        for layer, block in sorted(self.blocks.items()):
+            for name, param in block.named_parameters():
+                yield f"layers.{layer}.{name}", param
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: param.detach() for name, param in self.named_parameters()}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def alphas(self) -> dict[int, float]:
+        return {layer: float(block.alpha) for layer, block in sorted(self.blocks.items())}
+
+    @contextmanager
+    def gates_off(self, layers: Iterable[int] | None = None):
+        """Causal ablation: alpha = 0 in the given layers (all by default), restored afterwards."""
+        chosen = list(self.blocks) if layers is None else list(layers)
+        saved = {i: self.blocks[i].alpha.detach().clone() for i in chosen}
+        try:
+            with torch.no_grad():
+                for i in chosen:
+                    self.blocks[i].alpha.zero_()
+            yield self
+        finally:
+            with torch.no_grad():
+                for i, value in saved.items():
+                    self.blocks[i].alpha.copy_(value)
+
+    # ---- life cycle ----------------------------------------------------------------------------
+    def save(self, directory, provenance: dict | None = None) -> None:
+        from .checkpoints import save_adapter
+
+        save_adapter(self, directory, provenance)
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        layers = decoder_layers(self.model)
+        for i in self.blocks:
+            if hasattr(layers[i], BLOCK_ATTR):
+                delattr(layers[i], BLOCK_ATTR)
+        self.blocks.clear()
+        self.memory = VisualMemory()
+
+    def __enter__(self) -> PVMHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    # ---- hooks ---------------------------------------------------------------------------------
+    def _install(self) -> None:
+        sites, model = self.sites, self.model
+        hook = self._hooks.append
+        hook(get_module(model, sites.multimodal).register_forward_pre_hook(self._start_forward, with_kwargs=True))
+        if self.config.source_layer is None:
+            target = get_module(model, sites.language_model)
+            hook(target.register_forward_pre_hook(self._capture_embeddings, with_kwargs=True))
+        else:
+            target = decoder_layers(model)[self.config.source_layer]
+            hook(target.register_forward_hook(self._capture_hidden))
+        layers = decoder_layers(model)
+        for i in self.blocks:
+            slot: dict = {}
+            norm = get_module(layers[i], sites.pre_ffn_norm)
+            hook(norm.register_forward_pre_hook(lambda _m, args, slot=slot: slot.__setitem__("x", args[0])))
+            ffn = get_module(layers[i], sites.ffn)
+            hook(ffn.register_forward_hook(lambda _m, _a, out, i=i, slot=slot: self._inject(i, slot, out)))
+
+    def _start_forward(self, module, args, kwargs) -> None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = cache.get_seq_length() if cache is not None else 0
+        new_request = past == 0 or kwargs.get("pixel_values") is not None
+        visual_mask = self._visual_mask(module, input_ids, kwargs.get("inputs_embeds"))  # [B, T]
+        if new_request:
+            self.memory.reset(visual_mask)
+        else:
+            self.memory.visual_mask = visual_mask
+
+    def _visual_mask(self, module, input_ids, inputs_embeds) -> torch.Tensor:
+        ids = torch.tensor(visual_token_ids(self.model))
+        if input_ids is not None:
+            return torch.isin(input_ids, ids.to(input_ids.device))  # [B, T]
+        table = module.get_input_embeddings()(ids.to(inputs_embeds.device))  # [K, d]
+        return (inputs_embeds[:, :, None, :] == table).all(-1).any(-1)  # [B, T]
+
+    def _capture_embeddings(self, _module, _args, kwargs) -> None:
+        if self.memory.capturing:
+            self.memory.capture(kwargs["inputs_embeds"])
+
+    def _capture_hidden(self, _module, _args, output) -> None:
+        if self.memory.capturing:
+            self.memory.capture(output[0] if isinstance(output, tuple) else output)
+
+    def _inject(self, layer: int, slot: dict, ffn_out: torch.Tensor):
+        memory, x = self.memory, slot.pop("x")
+        if memory.tokens is None:
+            return None  # no image in this request: the backbone runs untouched
+        if memory.tokens.shape[0] != x.shape[0]:
+            raise RuntimeError(
+                f"PVM visual memory holds {memory.tokens.shape[0]} requests but this forward has "
+                f"{x.shape[0]}; start each request with its image (empty cache or pixel_values)"
+            )
+        if memory.visual_mask.shape != x.shape[:2]:
+            raise RuntimeError(
+                f"PVM text mask {tuple(memory.visual_mask.shape)} does not fit hidden states {tuple(x.shape[:2])}; "
+                "call the model (not a single decoder layer) so PVM sees each forward start"
+            )
+        block = self.blocks[layer]
+        if layer not in memory.kv:
+            memory.kv[layer] = block.visual_kv(memory.tokens.to(x.dtype), memory.key_mask)
+        return ffn_out + block(x, memory.kv[layer], memory.text_mask)  # [B, T, d]
+
+
+def attach_pvm(model: nn.Module, config: PVMConfig) -> PVMHandle:
+    """Add PVM blocks (alpha = 0: the model's outputs are unchanged) and return their handle."""
+    sites = hook_sites(model)
+    check_layers(model, config.layers)
+    if any(is_pvm_block(m) for m in model.modules()):
+        raise RuntimeError("PVM is already attached to this model; call handle.remove() first")
+    hidden = text_config(model).hidden_size
+    handle = PVMHandle(model, config)
+    layers = decoder_layers(model)
+    try:
+        for i in config.layers:
+            reference = next(get_module(layers[i], sites.ffn).parameters())
+            block = build_block(config, hidden).to(device=reference.device, dtype=reference.dtype)
+            setattr(layers[i], BLOCK_ATTR, block)
+            handle.blocks[i] = block
+        handle._install()
+    except BaseException:
+        handle.remove()
+        raise
+    return handle
+
+
+def freeze_backbone(model: nn.Module, handle: PVMHandle) -> None:
+    """Stage I: only PVM parameters train."""
+    model.requires_grad_(False)
+    for param in handle.parameters():
+        param.requires_grad_(True)

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from pvm_probe import PVMConfig, attach_pvm
+from pvm_probe.zoo import tiny_model
+
+torch.set_num_threads(2)
+
+SMALL_PVM = dict(latent_dim=32, head_dim=8, num_heads=4, num_kv_heads=1, ffn_dim=96)
+
+
+def small_config(layers=(1, 3), **overrides) -> PVMConfig:
+    return PVMConfig(layers=layers, **{**SMALL_PVM, **overrides})
+
+
+def open_gates(handle, seed: int = 0) -> None:
+    """Give every alpha a non-zero value so the branch really changes the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in handle.blocks.values():
+            block.alpha.copy_(0.5 + torch.rand((), generator=g))
+
+
+def continuation_inputs(batch: dict, sequences: torch.Tensor) -> dict:
+    """Inputs for one full forward over prompt + generated tokens (no cache)."""
+    extra = sequences.shape[1] - batch["input_ids"].shape[1]
+    full = {**batch, "input_ids": sequences}
+    ones = torch.ones(len(sequences), extra, dtype=batch["attention_mask"].dtype)
+    full["attention_mask"] = torch.cat([batch["attention_mask"], ones], dim=1)
+    if "mm_token_type_ids" in batch:
+        full["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], 0 * ones], dim=1)
+    return full
+
+
+@pytest.fixture
+def qwen3():
+    return tiny_model("qwen3_vl")
+
+
+@pytest.fixture
+def qwen3_pvm(qwen3):
+    handle = attach_pvm(qwen3, small_config())
+    open_gates(handle)
+    yield qwen3, handle
+    handle.remove()

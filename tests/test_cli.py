@@ -1,0 +1,30 @@
+"""The CLI, called in-process."""
+
+import json
+
+from conftest import small_config
+from pvm_probe import attach_pvm
+from pvm_probe.cli import main
+from pvm_probe.zoo import tiny_model
+
+
+def test_info_describes_an_adapter(tmp_path, capsys):
+    model = tiny_model("qwen3_vl")
+    handle = attach_pvm(model, small_config())
+    handle.save(tmp_path / "a", provenance={"stage": "I"})
+    assert main(["info", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "layers       [1, 3]" in out and f"{handle.num_parameters():,}" in out and '"stage": "I"' in out
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pvm-probe info: error: no adapter directory") and "\n" not in err
+
+
+def test_report_self_check(tmp_path):
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["alpha0_max_abs_logit_diff"] == 0.0
+    assert metrics["cached_decode_vs_full_forward_max_abs_diff"] < 1e-5
