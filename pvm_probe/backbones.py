@@ -19,6 +19,7 @@ class HookSites:
     layers: str  # the ModuleList of decoder layers
     final_norm: str  # norm before the LM head (for LogitLens)
     lm_head: str
+    vision: tuple[str, ...]  # the vision tower and its projector (frozen in every training stage)
     pre_ffn_norm: str = "post_attention_layernorm"  # its input is x: residual after self-attention
     ffn: str = "mlp"  # its output gets the PVM injection
     self_attn: str = "self_attn"
@@ -33,6 +34,7 @@ _QWEN = dict(
     layers="model.language_model.layers",
     final_norm="model.language_model.norm",
     lm_head="lm_head",
+    vision=("model.visual",),
     visual_token_attrs=("image_token_id", "video_token_id"),
 )
 
@@ -47,6 +49,7 @@ HOOK_SITES: dict[str, HookSites] = {
         layers="model.language_model.layers",
         final_norm="model.language_model.norm",
         lm_head="lm_head",
+        vision=("model.vision_tower", "model.multi_modal_projector"),
     ),
 }
 

@@ -112,7 +112,7 @@ class PVMConfig:
         """
         latent = min(512, max(64, (text_hidden_size // 8) // 16 * 16))
         shape = dict(
-            layers=strided_layers(num_layers, n_blocks),
+            layers=overrides.pop("layers", None) or strided_layers(num_layers, n_blocks),
             latent_dim=latent,
             head_dim=latent // 4,
             num_heads=4,

@@ -45,17 +45,26 @@ class VisualMemory:
     key_mask: torch.Tensor | None = None  # [B, N] False at padded slots
     kv: dict[int, VisualKV] = field(default_factory=dict)  # per layer, computed once per request
     capturing: bool = False  # this forward starts a request: collect the visual set
+    override: tuple[torch.Tensor, torch.Tensor] | None = None  # (tokens, key_mask) used instead of the captured
 
     def reset(self, visual_mask: torch.Tensor) -> None:
         self.visual_mask, self.capturing = visual_mask, True
         self.tokens = self.key_mask = None
         self.kv = {}
 
+    def _use_override(self, batch: int) -> None:
+        tokens, key_mask = self.override
+        if tokens.shape[0] != batch:
+            raise RuntimeError(f"swapped visual memory has {tokens.shape[0]} requests, this batch has {batch}")
+        self.tokens, self.key_mask = tokens, key_mask
+
     def capture(self, hidden: torch.Tensor) -> None:
         """hidden [B, T, d] at the request's first forward -> padded visual set [B, N, d]."""
         self.capturing = False
         if not self.visual_mask.any():
             return  # text-only request: PVM stays a no-op
+        if self.override is not None:
+            return self._use_override(hidden.shape[0])
         rows = [h[m] for h, m in zip(hidden, self.visual_mask, strict=True)]  # B x [N_b, d]
         self.tokens = pad_sequence(rows, batch_first=True)  # [B, N, d]
         lengths = torch.tensor([len(r) for r in rows], device=hidden.device)  # [B]
@@ -64,6 +73,10 @@ class VisualMemory:
     @property
     def text_mask(self) -> torch.Tensor:
         return ~self.visual_mask  # [B, T]
+
+
+class _VisualCaptured(Exception):
+    """Raised by the capture hook to end a forward that only encodes the image."""
 
 
 def is_pvm_block(module: nn.Module) -> bool:
@@ -79,6 +92,7 @@ class PVMHandle:
         self.memory = VisualMemory()
         self.blocks: dict[int, nn.Module] = {}
         self._hooks: list = []
+        self._stop_after_capture = False
         self.provenance: dict = {}
 
     # ---- parameters ----------------------------------------------------------------------------
@@ -98,7 +112,7 @@ class PVMHandle:
         return sum(p.numel() for p in self.parameters())
 
     def alphas(self) -> dict[int, float]:
-        return {layer: float(block.alpha) for layer, block in sorted(self.blocks.items())}
+        return {layer: block.alpha.detach().item() for layer, block in sorted(self.blocks.items())}
 
     @contextmanager
     def gates_off(self, layers: Iterable[int] | None = None):
@@ -114,6 +128,32 @@ class PVMHandle:
             with torch.no_grad():
                 for i, value in saved.items():
                     self.blocks[i].alpha.copy_(value)
+
+    # ---- the swapped-image control ------------------------------------------------------------
+    def encode_visual(self, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The visual set PVM would read for `inputs` (padded [B, N, d] and key mask [B, N]).
+
+        Runs the model only as far as the capture, so the language model does no work."""
+        self._stop_after_capture = True
+        try:
+            with torch.no_grad():
+                self.model(**inputs)
+        except _VisualCaptured:
+            pass
+        finally:
+            self._stop_after_capture = False
+        if self.memory.tokens is None:
+            raise ValueError("these inputs hold no image tokens: nothing to encode")
+        return self.memory.tokens, self.memory.key_mask
+
+    @contextmanager
+    def swapped_visual(self, tokens: torch.Tensor, key_mask: torch.Tensor):
+        """PVM reads `tokens` (e.g. another image's) while the backbone still sees the real image."""
+        self.memory.override = (tokens, key_mask)
+        try:
+            yield self
+        finally:
+            self.memory.override = None
 
     # ---- life cycle ----------------------------------------------------------------------------
     def save(self, directory, provenance: dict | None = None) -> None:
@@ -177,11 +217,16 @@ class PVMHandle:
 
     def _capture_embeddings(self, _module, _args, kwargs) -> None:
         if self.memory.capturing:
-            self.memory.capture(kwargs["inputs_embeds"])
+            self._capture(kwargs["inputs_embeds"])
 
     def _capture_hidden(self, _module, _args, output) -> None:
         if self.memory.capturing:
-            self.memory.capture(output[0] if isinstance(output, tuple) else output)
+            self._capture(output[0] if isinstance(output, tuple) else output)
+
+    def _capture(self, hidden: torch.Tensor) -> None:
+        self.memory.capture(hidden)
+        if self._stop_after_capture:
+            raise _VisualCaptured
 
     def _inject(self, layer: int, slot: dict, ffn_out: torch.Tensor):
         memory, x = self.memory, slot.pop("x")
@@ -198,9 +243,12 @@ class PVMHandle:
                 "call the model (not a single decoder layer) so PVM sees each forward start"
             )
         block = self.blocks[layer]
-        if layer not in memory.kv:
-            memory.kv[layer] = block.visual_kv(memory.tokens.to(x.dtype), memory.key_mask)
-        return ffn_out + block(x, memory.kv[layer], memory.text_mask)  # [B, T, d]
+        if torch.is_grad_enabled():  # training: rebuild inside the layer, so checkpointed recompute matches
+            kv = block.visual_kv(memory.tokens.to(x.dtype), memory.key_mask)
+        else:  # inference: once per request, reused by every decode step
+            kv = memory.kv.get(layer) or memory.kv.setdefault(
+                layer, block.visual_kv(memory.tokens.to(x.dtype), memory.key_mask))
+        return ffn_out + block(x, kv, memory.text_mask)  # [B, T, d]
 
 
 def attach_pvm(model: nn.Module, config: PVMConfig) -> PVMHandle:

@@ -144,3 +144,21 @@ def test_gates_off_restores_alpha(qwen3_pvm):
     with handle.gates_off():
         torch.testing.assert_close(logits(model, batch), logits(tiny_model("qwen3_vl"), batch), atol=0, rtol=0)
     assert handle.alphas() == before
+
+
+def test_swapped_visual_changes_only_what_pvm_reads(qwen3_pvm):
+    model, handle = qwen3_pvm
+    real = fake_request(model, [Image(4, 4)], seed=1)
+    other = fake_request(model, [Image(4, 4)], seed=2)
+    own_tokens = handle.encode_visual(**real)
+    other_tokens = handle.encode_visual(**other)
+    assert not torch.equal(own_tokens[0], other_tokens[0])
+    plain = logits(model, real)
+    with handle.swapped_visual(*own_tokens):
+        torch.testing.assert_close(logits(model, real), plain, atol=0, rtol=0)
+    with handle.swapped_visual(*other_tokens):
+        swapped = logits(model, real)
+    assert not torch.allclose(swapped, plain, atol=1e-4)
+    with handle.gates_off(), handle.swapped_visual(*other_tokens):  # without PVM the swap is invisible
+        torch.testing.assert_close(logits(model, real), logits(tiny_model("qwen3_vl"), real), atol=0, rtol=0)
+    torch.testing.assert_close(logits(model, real), plain, atol=0, rtol=0)  # override removed

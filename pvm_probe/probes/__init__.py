@@ -1,0 +1,33 @@
+"""Probes: context managers that record what a (PVM-equipped) VLM does during `generate`."""
+
+from ._base import SEGMENTS, Probe
+from .ablation import ablate_gates, nnsight_ablated_logits
+from .attention_mass import AttentionMassResult, VisualAttentionMass, segment_shares
+from .dilution import DilutionFit, DilutionReport, dilution_report, find_break, fit_dilution, hyperbola
+from .gates import HorizonCheck, HorizonResult, PVMRetrieval, RetrievalResult, patch_grid, pvm_log_normaliser
+from .logit_lens import LogitLens, LogitLensResult, lens_metrics
+
+__all__ = [
+    "SEGMENTS",
+    "AttentionMassResult",
+    "DilutionFit",
+    "DilutionReport",
+    "HorizonCheck",
+    "HorizonResult",
+    "LogitLens",
+    "LogitLensResult",
+    "PVMRetrieval",
+    "Probe",
+    "RetrievalResult",
+    "ablate_gates",
+    "VisualAttentionMass",
+    "dilution_report",
+    "find_break",
+    "fit_dilution",
+    "hyperbola",
+    "lens_metrics",
+    "nnsight_ablated_logits",
+    "patch_grid",
+    "pvm_log_normaliser",
+    "segment_shares",
+]
