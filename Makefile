@@ -1,10 +1,13 @@
 # Two commands on a fresh machine: `make report` (the main job) and `make test`.
 PY      := .venv/bin/python
+CLI     := .venv/bin/pvm-probe
 STAMP   := .venv/.installed
 OUT     ?= out/report
+ADAPTERS := pvm_probe/assets/adapters
+STAGE1  := --steps 300 --batch-size 16 --lr 1e-3 --warmup 20 --seed 0 --log-every 10
 PYTEST_ARGS ?=
 
-.PHONY: install report test lint bench figures clean
+.PHONY: install report report-check test lint bench figures adapters baseline clean
 
 install: $(STAMP)
 
@@ -17,16 +20,34 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: $(STAMP)
-	.venv/bin/pvm-probe report --out $(OUT)
+	$(CLI) report --out $(OUT)
+
+# Opens the report in headless Chromium (Debian's `chromium`); not part of CI.
+report-check: report
+	$(PY) analyses/check_report.py $(OUT)/report.html --screenshot $(OUT)/screenshot.png
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --nbmake notebooks tests $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	.venv/bin/ruff check pvm_probe tests analyses
 
 bench: $(STAMP)
-	$(PY) analyses/bench_overhead.py --json figures/bench_overhead.json
+	$(PY) analyses/bench_overhead.py
+	$(PY) analyses/bench_probes.py
+	$(PY) analyses/bench_train.py
+
+figures: $(STAMP)
+	$(PY) analyses/fig_controls.py
+	$(PY) analyses/fig_dilution.py
+
+# The shipped adapters, as they were trained (CPU, 1 thread each); see each train_log.json.
+adapters: $(STAMP)
+	$(CLI) train-pvm --out $(ADAPTERS)/pvm-stage1 $(STAGE1)
+	$(CLI) train-pvm --out $(ADAPTERS)/mlp-control --block mlp $(STAGE1)
+	$(CLI) train-pvm --out $(ADAPTERS)/processed-control --visual-source hidden:0 $(STAGE1)
+	$(CLI) train-pvm --out $(ADAPTERS)/pvm-stage2 --stage 2 --init $(ADAPTERS)/pvm-stage1 \
+		--steps 30 --batch-size 16 --num-generations 8 --lr 1e-5 --seed 0 --log-every 5
 
 clean:
 	rm -rf out .pytest_cache

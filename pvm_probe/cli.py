@@ -39,15 +39,107 @@ def info(parser: argparse.ArgumentParser):
     return run
 
 
-@command("report", "the dilution report on the embedded default")
+@command("report", "the dilution report: figures, metrics.json and a self-contained report.html")
 def report(parser: argparse.ArgumentParser):
+    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
+    parser.add_argument("--pvm", action="append", help="adapter (repeatable; default: every shipped adapter)")
     parser.add_argument("--out", default="out/report", help="output directory")
+    parser.add_argument("--scenes", type=int, default=64, help="held-out scenes for the Blind Painter")
+    parser.add_argument("--probe-scenes", type=int, default=8, help="scenes generated under the probes")
 
     def run(args):
-        from .demo import demo_report
+        from .report import build_report
 
-        path = demo_report(Path(args.out))
+        path = build_report(args.out, base=args.base, adapters=args.pvm, scenes=args.scenes,
+                            probe_scenes=args.probe_scenes)
         print(f"wrote {path}")
+
+    return run
+
+
+@command("paint", "the Blind Painter on held-out painter-world scenes: accuracy by quarter of the answer")
+def paint(parser: argparse.ArgumentParser):
+    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
+    parser.add_argument("--pvm", help="adapter directory or shipped name (pvm-stage1, pvm-stage2, mlp-control, ...)")
+    parser.add_argument("--scenes", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="held-out scene set (seeds >= 1,000,000)")
+    parser.add_argument("--length", type=int, default=None, help="filler units per step (default: the long setting)")
+    parser.add_argument("--filler", default=None, help="count | said (default: what the base was trained on)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--swap-pvm-image", action="store_true",
+                        help="control: PVM reads another scene's image while the backbone sees the right one")
+    parser.add_argument("--gates-off", action="store_true", help="ablation: alpha = 0 in every PVM layer")
+    parser.add_argument("--forced", action="store_true",
+                        help="teacher-forced text, model writes the claims (tests lengths it would not write)")
+    parser.add_argument("--json", default=None, help="write the result here ('-' for stdout)")
+
+    def run(args):
+        from .painter import run_paint
+
+        result = run_paint(args)
+        _emit(result, args.json)
+
+    return run
+
+
+@command("train-base", "train the tiny Qwen3-VL baseline on the painter world from scratch (CPU)")
+def train_base(parser: argparse.ArgumentParser):
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=None, help="language-model steps (default: the shipped recipe)")
+    parser.add_argument("--seed", type=int, default=0)
+
+    def run(args):
+        from .world.train_base import train_base as train
+
+        kwargs = {"seed": args.seed} | ({"steps": args.steps} if args.steps else {})
+        info = train(args.out, **kwargs)
+        print(json.dumps(info, indent=2))
+
+    return run
+
+
+def _emit(result: dict, destination: str | None) -> None:
+    from .io import atomic_write_json
+
+    summary = {k: v for k, v in result.items() if k not in ("claims", "scenes")}
+    if destination == "-":
+        print(json.dumps(result, indent=2))
+        return
+    print(json.dumps(summary, indent=2))
+    if destination:
+        atomic_write_json(destination, result)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+@command("train-pvm", "train PVM (or a control) on a frozen base: Stage I (SFT) or Stage II (GRPO)")
+def train_pvm(parser: argparse.ArgumentParser):
+    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
+    parser.add_argument("--out", required=True, help="adapter output directory")
+    parser.add_argument("--stage", type=int, choices=[1, 2], default=1)
+    parser.add_argument("--init", help="stage 2: adapter to start from (directory or shipped name)")
+    parser.add_argument("--preset", help="PVM preset (qwen3-vl-8b, qwen3-vl-4b); default: scaled to the base")
+    parser.add_argument("--layers", type=_ints, help="decoder layers, e.g. 2,3")
+    parser.add_argument("--block", choices=["pvm", "mlp"], default="pvm", help="mlp = iso-parameter control")
+    parser.add_argument("--visual-source", default="embeddings", help="embeddings | hidden:<layer>")
+    parser.add_argument("--data", help="SFT data file (.json/.jsonl/.parquet); default: the painter world")
+    parser.add_argument("--examples", type=int, default=None, help="world examples (default: steps x batch)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=None, help="default 1e-4 (stage 1), 1e-6 (stage 2)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=10, help="log the loss every N steps")
+    parser.add_argument("--num-generations", type=int, default=8, help="stage 2 group size")
+    parser.add_argument("--train-backbone", action="store_true", help="also train the language model")
+
+    def run(args):
+        from .train.run import train_pvm_command
+
+        train_pvm_command(args)
 
     return run
 
@@ -62,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -13,7 +13,7 @@ optimizers and accelerate see them; `remove()` deletes them and every hook.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -45,30 +45,28 @@ class VisualMemory:
     key_mask: torch.Tensor | None = None  # [B, N] False at padded slots
     kv: dict[int, VisualKV] = field(default_factory=dict)  # per layer, computed once per request
     capturing: bool = False  # this forward starts a request: collect the visual set
-    override: tuple[torch.Tensor, torch.Tensor] | None = None  # (tokens, key_mask) used instead of the captured
+    override: Callable | None = None  # (tokens, key_mask) -> (tokens, key_mask): what PVM reads instead
 
     def reset(self, visual_mask: torch.Tensor) -> None:
         self.visual_mask, self.capturing = visual_mask, True
         self.tokens = self.key_mask = None
         self.kv = {}
 
-    def _use_override(self, batch: int) -> None:
-        tokens, key_mask = self.override
-        if tokens.shape[0] != batch:
-            raise RuntimeError(f"swapped visual memory has {tokens.shape[0]} requests, this batch has {batch}")
-        self.tokens, self.key_mask = tokens, key_mask
 
     def capture(self, hidden: torch.Tensor) -> None:
         """hidden [B, T, d] at the request's first forward -> padded visual set [B, N, d]."""
         self.capturing = False
         if not self.visual_mask.any():
             return  # text-only request: PVM stays a no-op
-        if self.override is not None:
-            return self._use_override(hidden.shape[0])
         rows = [h[m] for h, m in zip(hidden, self.visual_mask, strict=True)]  # B x [N_b, d]
         self.tokens = pad_sequence(rows, batch_first=True)  # [B, N, d]
         lengths = torch.tensor([len(r) for r in rows], device=hidden.device)  # [B]
         self.key_mask = torch.arange(self.tokens.shape[1], device=hidden.device) < lengths[:, None]  # [B, N]
+        if self.override is not None:
+            tokens, key_mask = self.override(self.tokens, self.key_mask)
+            if tokens.shape[0] != len(rows):
+                raise RuntimeError(f"replacement visual memory has {tokens.shape[0]} requests, this batch {len(rows)}")
+            self.tokens, self.key_mask = tokens, key_mask
 
     @property
     def text_mask(self) -> torch.Tensor:
@@ -147,13 +145,26 @@ class PVMHandle:
         return self.memory.tokens, self.memory.key_mask
 
     @contextmanager
-    def swapped_visual(self, tokens: torch.Tensor, key_mask: torch.Tensor):
-        """PVM reads `tokens` (e.g. another image's) while the backbone still sees the real image."""
-        self.memory.override = (tokens, key_mask)
+    def visual_override(self, replace: Callable):
+        """PVM reads `replace(tokens [B, N, d], key_mask [B, N])` while the backbone sees the real image."""
+        self.memory.override = replace
         try:
             yield self
         finally:
             self.memory.override = None
+
+    def swapped_visual(self, tokens: torch.Tensor, key_mask: torch.Tensor):
+        """PVM reads these visual tokens (e.g. from `encode_visual` on another image)."""
+        return self.visual_override(lambda *_: (tokens, key_mask))
+
+    def rolled_visual(self, shift: int = 1):
+        """The swapped-image control within a batch: request i's PVM reads request i+shift's image."""
+        def roll(tokens, key_mask):
+            if tokens.shape[0] < 2:
+                raise RuntimeError("the rolled-image control needs at least 2 requests in every batch")
+            return tokens.roll(-shift, dims=0), key_mask.roll(-shift, dims=0)
+
+        return self.visual_override(roll)
 
     # ---- life cycle ----------------------------------------------------------------------------
     def save(self, directory, provenance: dict | None = None) -> None:

@@ -162,3 +162,14 @@ def test_swapped_visual_changes_only_what_pvm_reads(qwen3_pvm):
     with handle.gates_off(), handle.swapped_visual(*other_tokens):  # without PVM the swap is invisible
         torch.testing.assert_close(logits(model, real), logits(tiny_model("qwen3_vl"), real), atol=0, rtol=0)
     torch.testing.assert_close(logits(model, real), plain, atol=0, rtol=0)  # override removed
+
+
+def test_rolled_visual_gives_each_request_its_neighbours_image(qwen3_pvm):
+    model, handle = qwen3_pvm
+    batch = fake_request(model, [Image(4, 4), Image(4, 4)], seed=4)
+    a, b = (_row(batch, i) for i in range(2))
+    with handle.swapped_visual(*handle.encode_visual(**b)):
+        a_reads_b = logits(model, a)
+    with handle.rolled_visual():
+        rolled = logits(model, batch)
+    torch.testing.assert_close(rolled[0], a_reads_b[0], atol=1e-5, rtol=0)

@@ -1,0 +1,98 @@
+"""Run everything the dilution report shows, on the base and each adapter, and return plain data.
+
+Per model: Blind Painter accuracy by quarter (free generation, default long setting) and, for an
+adapter, with its gates off and with a swapped image; the probes during one batched `generate`
+(visual attention mass per layer and position, LogitLens, PVM retrieval); dilution fits per layer.
+"""
+
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoints import load_pvm, read_adapter_meta, resolve_adapter
+from ..loading import BASELINE_DIR, load_base
+from ..painter import run_paint
+from ..probes import LogitLens, PVMRetrieval, VisualAttentionMass, dilution_report
+from ..world.paint import DEFAULT_FILLER, DEFAULT_LONG, eval_examples
+from ..world.scoring import parse_claims
+
+
+def _paint(base, adapter, scenes: int, **controls) -> dict:
+    options = {"swap_pvm_image": False, "gates_off": False, **controls}
+    args = Namespace(base=base, pvm=adapter, scenes=scenes, seed=0, length=None, filler=None, batch_size=32,
+                     forced=False, **options)
+    result = run_paint(args)
+    return {k: result[k] for k in ("accuracy", "accuracy_by_quartile", "answer_tokens", "n_scenes")}
+
+
+def _claim_rows(tokens: list[str]) -> list[int]:
+    """Generated-token rows whose forward predicted a claim's colour (row t produced token t)."""
+    return [pos for pos, *_ in parse_claims(tokens)]
+
+
+@torch.no_grad()
+def probe_model(model, processor, handle, scenes: int) -> dict:
+    examples = eval_examples(processor, scenes=scenes, seed=1, length=DEFAULT_LONG, filler=DEFAULT_FILLER)
+    inputs = processor(text=[e.prompt for e in examples], images=[e.image for e in examples],
+                       return_tensors="pt", padding=True)
+    n_new = len(examples[0].answer) + 1
+    with ExitStack() as probes:
+        mass = probes.enter_context(VisualAttentionMass(model))
+        lens = probes.enter_context(LogitLens(model))
+        retrieval = probes.enter_context(PVMRetrieval(handle)) if handle else None
+        out = model.generate(**inputs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+    tokens = [processor.tokenizer.convert_ids_to_tokens(row.tolist())
+              for row in out[:, inputs["input_ids"].shape[1]:]]
+    image = mass.result.segment("image").mean(2)  # [B, L, T] image share, mean over heads
+    by_layer = image.mean(0)  # [L, T]
+    per_scene = [[image[b][:, rows].mean(1) for rows in np.array_split(_claim_rows(t), 4)]
+                 for b, t in enumerate(tokens)]  # B x 4 x [L]: claim-predicting rows by quarter
+    data = {
+        "mass_by_layer": by_layer.tolist(),
+        "claim_mass_by_quarter": np.mean(per_scene, axis=0).T.tolist(),  # [L, 4]
+        "convergence_layer_mean": float(lens.result.convergence_layer().mean()),
+        "lens_kl_by_layer": lens.result.mean_kl().tolist(),
+        "lens_kl": lens.result.kl.mean(0).tolist(),  # [L, T]
+    }
+    fits = dilution_report(by_layer)
+    data["dilution"] = {"params": fits.params.tolist(), "errors": fits.errors.tolist(), "rmse": fits.rmse.tolist(),
+                        "break_t": fits.break_t.tolist(), "plateau": fits.plateau.tolist(),
+                        "profile": fits.profile.tolist()}
+    if retrieval:
+        r = retrieval.result
+        data["pvm"] = {"layers": r.layers, "alpha": r.alpha.tolist(),
+                       "injection_ratio": r.injection_ratio.mean(0).tolist(),  # [L, T]
+                       "entropy": r.entropy().mean(axis=(0, 2)).tolist(),  # [L, T]
+                       "retrieval_first_scene": r.weights[0].mean(1).tolist()}  # [L, T, N]
+    return data
+
+
+def _training_log(directory: Path, name: str) -> list[dict]:
+    path = directory / name
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def collect(base=None, adapters=(), scenes: int = 64, probe_scenes: int = 8) -> dict:
+    base_dir = Path(base) if base else BASELINE_DIR
+    models = {}
+    model, processor = load_base(base_dir)
+    models["baseline"] = {"paint": _paint(base, None, scenes), "probes": probe_model(model, processor, None, probe_scenes),
+                          "train_log": _training_log(base_dir, "log_history.json")}
+    for adapter in adapters:
+        directory = resolve_adapter(adapter)
+        handle = load_pvm(model, directory)
+        entry = {"paint": _paint(base, adapter, scenes), "probes": probe_model(model, processor, handle, probe_scenes),
+                 "meta": read_adapter_meta(directory), "train_log": _training_log(directory, "train_log.json")}
+        if entry["meta"]["pvm"]["block"] == "pvm":
+            entry["paint_gates_off"] = _paint(base, adapter, scenes, gates_off=True)
+            entry["paint_swapped"] = _paint(base, adapter, scenes, swap_pvm_image=True)
+        handle.remove()
+        models[str(adapter)] = entry
+    return {"base": str(base_dir), "setting": {"length": DEFAULT_LONG, "filler": DEFAULT_FILLER, "scenes": scenes,
+                                               "probe_scenes": probe_scenes}, "models": models}

@@ -1,0 +1,103 @@
+"""Stage I, Visual Memory Alignment: supervised fine-tuning of the PVM blocks only.
+
+Driven by `transformers.Trainer` (so `accelerate launch`, DeepSpeed and FSDP configs work as for any
+Trainer run). The backbone is frozen; the loss covers answer tokens only (the collator's labels).
+The adapter (not the backbone) is what gets saved, with the loss log beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from ..backbones import get_module, hook_sites
+from ..inject import PVMHandle, freeze_backbone
+from ..io import atomic_write_json
+
+LOG_FILE = "train_log.json"
+
+
+@dataclass
+class StageIConfig:
+    steps: int = 300
+    batch_size: int = 16  # global batch = batch_size x grad_accum x processes
+    grad_accum: int = 1
+    lr: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    logging_steps: int = 10
+    train_backbone: bool = False  # True: the language model trains too (vision tower stays frozen)
+
+
+def answer_token_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """Cross entropy summed over answer tokens / answer tokens in the *global* batch.
+
+    With `num_items_in_batch` (counted by the Trainer across processes and accumulation steps) the
+    loss is the same token-weighted mean whether the batch runs in 1 process or N."""
+    logits = outputs.logits[:, :-1].float()  # [B, T-1, V] predicts token t+1
+    targets = labels[:, 1:].to(logits.device)  # [B, T-1]
+    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                            reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+    return total / count
+
+
+class AdapterTrainer(Trainer):
+    """A Trainer that saves the PVM adapter instead of the whole model."""
+
+    def __init__(self, *args, handle: PVMHandle, provenance: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.handle, self.provenance = handle, provenance
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if self.is_world_process_zero():
+            self.handle.save(output_dir or self.args.output_dir, provenance=self.provenance)
+
+
+def set_trainable(model, handle: PVMHandle, train_backbone: bool) -> int:
+    """PVM-only by default; optionally the language model too. Returns the trainable parameter count."""
+    freeze_backbone(model, handle)
+    if train_backbone:
+        model.requires_grad_(True)
+        for path in hook_sites(model).vision:
+            get_module(model, path).requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def training_arguments(cfg: StageIConfig, out_dir: Path) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(out_dir), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="no",
+        report_to=[], remove_unused_columns=False, dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
+    )
+
+
+def train_stage1(model, handle: PVMHandle, dataset, collator, out_dir, cfg: StageIConfig,
+                 provenance: dict | None = None) -> list[dict]:
+    """Train the attached PVM blocks; save the adapter and its loss log to `out_dir`."""
+    out_dir = Path(out_dir)
+    trainable = set_trainable(model, handle, cfg.train_backbone)
+    provenance = {"stage": "I", "trainer": "transformers.Trainer", "config": asdict(cfg),
+                  "trainable_parameters": trainable, **(provenance or {})}
+    trainer = AdapterTrainer(model=model, args=training_arguments(cfg, out_dir), train_dataset=dataset,
+                             data_collator=collator, compute_loss_func=answer_token_loss,
+                             handle=handle, provenance=provenance)
+    start = time.time()
+    trainer.train()
+    provenance["train_seconds"] = round(time.time() - start, 1)
+    trainer.save_model(str(out_dir))
+    if trainer.is_world_process_zero():
+        atomic_write_json(out_dir / LOG_FILE, trainer.state.log_history)
+    model.eval()
+    return trainer.state.log_history

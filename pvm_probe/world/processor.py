@@ -1,0 +1,95 @@
+"""Tokenizer and processor of the painter world, built locally (no hub, no torchvision).
+
+``Qwen3VLProcessor`` insists on a video processor, which imports torchvision. The
+``PainterProcessor`` below is the same class with the video slot removed (attributes:
+image_processor = transformers' ``Qwen2VLImageProcessorPil``, tokenizer = a word-level
+``PreTrainedTokenizerFast``). It produces the keys the real processor does:
+input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids.
+Importing ``pvm_probe.world`` registers it, so ``AutoProcessor.from_pretrained(dir)``
+works; ``load_processor(dir)`` is the explicit route.
+"""
+from __future__ import annotations
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoProcessor, PretrainedConfig, PreTrainedTokenizerFast
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+from transformers.processing_utils import ProcessorMixin
+
+from .scenes import IMAGE_PX
+from .task import vocabulary
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+            "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|> {{ m['role'] }} "
+    "{% if m['content'] is string %}{{ m['content'] }} "
+    "{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|> "
+    "{% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endif %}"
+    "<|im_end|> {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer: Qwen special tokens first, then the world's words."""
+    vocab = {t: i for i, t in enumerate(SPECIALS + vocabulary())}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+        eos_token="<|im_end|>", extra_special_tokens=SPECIALS[1:], padding_side="left")
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_image_processor() -> Qwen2VLImageProcessorPil:
+    """Qwen2-VL PIL image processor fixed at 128x128 -> grid [1, 8, 8] -> 16 merged tokens."""
+    px = IMAGE_PX * IMAGE_PX
+    return Qwen2VLImageProcessorPil(
+        patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3,
+        image_std=[0.5] * 3, size={"shortest_edge": px, "longest_edge": px})
+
+
+class PainterProcessor(Qwen3VLProcessor):
+    """Qwen3VLProcessor without the video slot (so no torchvision)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+        self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
+        self.vision_start_token_id = tokenizer.convert_tokens_to_ids(self.vision_start_token)
+        self.vision_end_token_id = tokenizer.convert_tokens_to_ids(self.vision_end_token)
+
+
+class _PainterKey(PretrainedConfig):
+    """Registry key only: lets AutoProcessor find PainterProcessor by name."""
+    model_type = "pvm_painter_processor"
+
+
+try:
+    AutoProcessor.register(_PainterKey, PainterProcessor)
+except ValueError:  # already registered (module reloaded)
+    pass
+
+
+def build_processor() -> PainterProcessor:
+    """Fresh tokenizer + image processor + chat template."""
+    return PainterProcessor(build_image_processor(), build_tokenizer(), chat_template=CHAT_TEMPLATE)
+
+
+def load_processor(path) -> PainterProcessor:
+    """Load a saved PainterProcessor from a local directory, always with the PIL image backend.
+
+    (``AutoProcessor.from_pretrained`` also works but picks the torchvision backend when
+    torchvision happens to be installed: same grid, pixel values equal to ~1e-7.)"""
+    import json
+    from pathlib import Path
+    cfg = json.loads((Path(path) / "processor_config.json").read_text())["image_processor"]
+    cfg = {k: v for k, v in cfg.items() if k not in ("image_processor_type", "processor_class")}
+    tok = PreTrainedTokenizerFast.from_pretrained(str(path))
+    chat = (Path(path) / "chat_template.jinja")
+    template = chat.read_text() if chat.exists() else CHAT_TEMPLATE
+    return PainterProcessor(Qwen2VLImageProcessorPil(**cfg), tok, chat_template=template)

@@ -1,0 +1,141 @@
+"""Train the tiny Qwen3-VL baseline on the painter world (CPU, 2 threads).
+
+Stage 1: vision tower alone (``vision_pretrain``); stage 2: language model with
+``transformers.Trainer`` (tower frozen), seeded, curriculum short -> long gaps.
+Writes model + processor (safetensors), ``log_history.json`` and ``train_info.json``.
+
+    python -m pvm_probe.world.train_base --out DIR [--steps N] [--seed S]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from .data import CurriculumDataset, collate_train
+from .model import build_model
+from .processor import build_processor
+from .vision_pretrain import pretrain_vision
+
+DEFAULT_GAPS = tuple(range(0, 25))       # filler units per step seen in training (count filler)
+DEFAULT_SHORT_GAPS = tuple(range(0, 5))  # curriculum warm-up
+
+
+class WeightedTrainer(Trainer):
+    """Token-weighted cross entropy (claim tokens weighted, see data.CLAIM_WEIGHT)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels, w = inputs.pop("labels"), inputs.pop("loss_weights")      # [B, T], [B, T]
+        out = model(**inputs)
+        logits = out.logits[:, :-1].float()                                # [B, T-1, V]
+        tgt, w = labels[:, 1:], w[:, 1:]                                   # [B, T-1]
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100, reduction="none")
+        loss = (nll * w.reshape(-1)).sum() / w.sum().clamp_min(1.0)
+        return (loss, out) if return_outputs else loss
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return torch.utils.data.SequentialSampler(self.train_dataset)   # keep the curriculum order
+
+
+def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32, lr: float = 3e-3,
+               gaps=DEFAULT_GAPS, short_gaps=DEFAULT_SHORT_GAPS, warm_steps: int = 100,
+               fillers=("count",), passes=(1,), vision_steps: int = 200, threads: int = 2,
+               init_from=None, named=(True,)) -> dict:
+    """Train a baseline from scratch and save it to ``out_dir``. Returns train_info.
+
+    ``init_from``: continue the language-model stage from a saved checkpoint (its vision
+    tower stays frozen, no vision stage); its train_info is kept under ``"previous"``."""
+    torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if init_from is None:
+        processor = build_processor()
+        model = build_model(processor, seed=seed)
+        vision_acc = pretrain_vision(model, processor.image_processor, steps=vision_steps, seed=seed)
+    else:
+        model, processor, vision_acc, vision_steps = *_load(init_from), None, 0
+    t_vision = time.time() - t0
+    data = CurriculumDataset(processor, n=steps * batch_size, seed=seed, gaps=gaps, short_gaps=short_gaps,
+                              warm_examples=warm_steps * batch_size, fillers=fillers, passes=passes,
+                             named=named)
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="pvm_train_base_"), max_steps=steps, per_device_train_batch_size=batch_size,
+        learning_rate=lr, adam_beta1=0.9, adam_beta2=0.98, weight_decay=0.01, warmup_steps=50,
+        lr_scheduler_type="cosine", max_grad_norm=1.0, logging_steps=10, save_strategy="no",
+        report_to=[], seed=seed, data_seed=seed, use_cpu=True, dataloader_num_workers=0,
+        remove_unused_columns=False, disable_tqdm=False)
+    trainer = WeightedTrainer(model=model, args=args, train_dataset=data,
+                              data_collator=lambda ex: collate_train(processor, ex))
+    trainer.train()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    info = {"seed": seed, "init_from": str(init_from) if init_from else None, "vision_steps": vision_steps, "vision_heldout_cell_accuracy": vision_acc,
+            "lm_steps": steps, "batch_size": batch_size, "lr": lr, "fillers": list(fillers),
+            "passes": list(passes), "named": list(named), "train_gaps": list(gaps), "warmup_gaps": list(short_gaps),
+            "warm_steps": warm_steps, "train_scene_seeds": "random.Random(f'train-{seed}-{i}') draws in [0, 900000)",
+            "eval_scene_seeds": ">= 1000000", "seconds_vision": round(t_vision, 1),
+            "seconds_total": round(time.time() - t0, 1), "threads": threads,
+            "machine": f"{platform.machine()} {platform.processor() or ''} {platform.system()}, "
+                       f"torch {torch.__version__}, {torch.get_num_threads()} threads"}
+    from .task import PaintSpec, answer_length
+    info["train_answer_tokens"] = [answer_length(PaintSpec(gap=min(gaps), filler=f)) for f in fillers] + \
+                                  [answer_length(PaintSpec(gap=max(gaps), filler=f, passes=max(passes))) for f in fillers]
+    if init_from is not None:
+        info["previous"] = json.loads((Path(init_from) / "train_info.json").read_text())
+        info["seconds_total_all_stages"] = round(info["seconds_total"] + info["previous"].get(
+            "seconds_total_all_stages", info["previous"]["seconds_total"]), 1)
+    (out_dir / "train_info.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _load(path):
+    from transformers import Qwen3VLForConditionalGeneration
+    from .processor import load_processor
+    model = Qwen3VLForConditionalGeneration.from_pretrained(path, attn_implementation="eager")
+    for p in model.model.visual.parameters():
+        p.requires_grad_(False)
+    processor = build_processor()                      # current vocabulary (words only ever appended)
+    old = load_processor(path).tokenizer.get_vocab()
+    assert all(processor.tokenizer.convert_tokens_to_ids(w) == i for w, i in old.items())
+    if len(processor.tokenizer) > model.config.text_config.vocab_size:
+        model.resize_token_embeddings(len(processor.tokenizer))
+    return model.train(), processor
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-gap", type=int, default=max(DEFAULT_GAPS))
+    ap.add_argument("--filler", nargs="+", default=["count"])
+    ap.add_argument("--passes", nargs="+", type=int, default=[1])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warm-max-gap", type=int, default=max(DEFAULT_SHORT_GAPS))
+    ap.add_argument("--warm-steps", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--init", default=None, help="continue from this checkpoint")
+    ap.add_argument("--named", choices=["named", "hidden", "both"], default="named",
+                    help="claims name their cell, hide it (computed query), or both")
+    ap.add_argument("--gaps", type=int, nargs="*", default=None,
+                    help="explicit list of training gaps (tokens; repeats skew the mix); overrides --max-gap")
+    a = ap.parse_args(argv)
+    info = train_base(a.out, steps=a.steps, seed=a.seed, batch_size=a.batch_size,
+                      gaps=tuple(a.gaps) if a.gaps else tuple(range(0, a.max_gap + 1)),
+                      short_gaps=tuple(range(0, a.warm_max_gap + 1)), warm_steps=a.warm_steps, lr=a.lr, init_from=a.init,
+                      named={"named": (True,), "hidden": (False,), "both": (True, False)}[a.named], fillers=tuple(a.filler), passes=tuple(a.passes), threads=a.threads)
+    print(json.dumps(info, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The report end to end on the shipped baseline and a fresh adapter (small sizes)."""
+
+import json
+
+import pytest
+import torch
+
+from pvm_probe import PVMConfig, attach_pvm
+from pvm_probe.cli import main
+from pvm_probe.loading import load_base
+from pvm_probe.report import SCHEMA_VERSION
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    model, _ = load_base()
+    torch.manual_seed(0)
+    handle = attach_pvm(model, PVMConfig.for_model(128, 4, n_blocks=2))
+    with torch.no_grad():
+        for block in handle.blocks.values():
+            block.alpha.fill_(0.05)
+    path = tmp_path_factory.mktemp("adapter")
+    handle.save(path, provenance={"stage": "untrained, for the test"})
+    return path
+
+
+def test_report_writes_html_metrics_and_figures(tmp_path, adapter):
+    assert main(["report", "--pvm", str(adapter), "--out", str(tmp_path), "--scenes", "4", "--probe-scenes", "2"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["schema_version"] == SCHEMA_VERSION
+    base, pvm = metrics["models"]["baseline"], metrics["models"][str(adapter)]
+    assert len(base["accuracy_by_quartile"]) == 4 and len(base["claim_mass_by_quarter"]) == 4  # 4 layers
+    assert base["accuracy"] > 0.5  # the shipped baseline paints far above chance (1/36)
+    assert set(pvm["alpha"]) == {"1", "2"} and pvm["alpha"]["1"] == pytest.approx(0.05)
+    assert "accuracy_by_quartile_swapped" in pvm and "accuracy_by_quartile_gates_off" in pvm
+    assert pvm["accuracy_by_quartile_gates_off"] == base["accuracy_by_quartile"]  # alpha = 0 is the baseline
+    for name in ("accuracy_by_quartile", "mass_vs_position", "logit_lens_kl", "gates", "retrieval_overlay"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5_000
+        assert (tmp_path / f"{name}.svg").is_file()
+    page = (tmp_path / "report.html").read_text()
+    assert "<script src=" not in page and "<link" not in page  # offline: nothing loaded from elsewhere
+    assert page.count("Plotly.newPlot") == 2 and "data:image/png;base64," in page
+    assert "NOT shown" in page and "the paper's numbers" in page.lower()
