@@ -11,16 +11,15 @@ The paper measured 4.6 % on an H200 (bf16); the arithmetic floor is ~0.3 %.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from pvm_probe import PVMConfig, attach_pvm
+from pvm_probe.io import atomic_write_json
 from pvm_probe.zoo import qwen3_vl_config
 
 N_LAYERS, N_PVM = 36, 3
@@ -144,11 +143,7 @@ def main(argv=None) -> dict:
     result = run(args)
     for key, value in result.items():
         print(f"{key:>28}: {value:.3f}" if isinstance(value, float) else f"{key:>28}: {value}")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    atomic_write_json(args.json, result)
     print(f"decode_throughput_drop_pct={result['decode_throughput_drop_pct']:.3f}")
     return result
 

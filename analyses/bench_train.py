@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from pvm_probe.io import atomic_write_json
+
 MODES = ("pvm", "full")
 
 
@@ -91,11 +93,7 @@ def main(argv=None) -> dict:
               "batch_size": args.batch_size, **rows,
               "pvm_only_speedup": rows["pvm"]["tokens_per_s"] / rows["full"]["tokens_per_s"],
               "peak_memory_ratio": rows["pvm"]["peak_rss_mb"] / rows["full"]["peak_rss_mb"]}
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    atomic_write_json(args.json, result)
     print(f"pvm_only_speedup={result['pvm_only_speedup']:.3f}")
     return result
 

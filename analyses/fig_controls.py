@@ -1,6 +1,7 @@
 """The controls table: baseline / MLP control / processed-states control / PVM I / PVM I+II / PVM with a
-swapped image / PVM gates off, Blind Painter accuracy by quarter, at the default long setting (in the
-baseline's trained range, free generation) and beyond it (teacher-forced).
+swapped image / PVM gates off, Blind Painter accuracy by quarter, at the default long setting (inside the
+baseline's trained range, free generation) and at 12 decoy units per step (833 tokens: beyond the
+baseline's range, inside the adapters' `--max-gap 48`; teacher-forced text, the model writes the claims).
 
     python analyses/fig_controls.py [--smoke] [--scenes N]
 writes figures/controls.json and figures/controls_{in,beyond}.{png,svg}.
@@ -29,7 +30,7 @@ ROWS = {  # name -> paint options
 }
 SETTINGS = {  # name -> (length, forced)
     "in range (free)": (None, False),
-    "beyond range (forced)": (12, True),
+    "beyond base range (forced)": (12, True),
 }
 
 

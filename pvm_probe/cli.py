@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 COMMANDS = {}
 
@@ -126,6 +125,8 @@ def train_pvm(parser: argparse.ArgumentParser):
     parser.add_argument("--visual-source", default="embeddings", help="embeddings | hidden:<layer>")
     parser.add_argument("--data", help="SFT data file (.json/.jsonl/.parquet); default: the painter world")
     parser.add_argument("--examples", type=int, default=None, help="world examples (default: steps x batch)")
+    parser.add_argument("--max-gap", type=int, default=None,
+                        help="world answers with 0..N filler tokens per step (default: the base's own range)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--grad-accum", type=int, default=1)

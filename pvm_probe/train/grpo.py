@@ -8,7 +8,6 @@ passes through the model's own forward, so the PVM hooks ride along unchanged.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,8 +16,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from ..inject import PVMHandle
-from ..io import atomic_write_json
-from .sft import LOG_FILE, set_trainable
+from .sft import AdapterSaving, run_and_save, set_trainable
 
 
 @dataclass
@@ -35,16 +33,8 @@ class StageIIConfig:
     train_backbone: bool = False
 
 
-class AdapterGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that saves the PVM adapter, not the whole model."""
-
-    def __init__(self, *args, handle: PVMHandle, provenance: dict, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.handle, self.provenance = handle, provenance
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        if self.is_world_process_zero():
-            self.handle.save(output_dir or self.args.output_dir, provenance=self.provenance)
+class AdapterGRPOTrainer(AdapterSaving, GRPOTrainer):
+    """TRL's GRPOTrainer for Stage II."""
 
 
 def grpo_arguments(cfg: StageIIConfig, out_dir: Path) -> GRPOConfig:
@@ -69,11 +59,4 @@ def train_stage2(model, handle: PVMHandle, processor, rows: list[dict], reward_f
     trainer = AdapterGRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_arguments(cfg, out_dir),
                                  train_dataset=Dataset.from_list(rows), processing_class=processor,
                                  handle=handle, provenance=provenance)
-    start = time.time()
-    trainer.train()
-    provenance["train_seconds"] = round(time.time() - start, 1)
-    trainer.save_model(str(out_dir))
-    if trainer.is_world_process_zero():
-        atomic_write_json(out_dir / LOG_FILE, trainer.state.log_history)
-    model.eval()
-    return trainer.state.log_history
+    return run_and_save(trainer, out_dir)

@@ -50,8 +50,8 @@ def answer_token_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) ->
     return total / count
 
 
-class AdapterTrainer(Trainer):
-    """A Trainer that saves the PVM adapter instead of the whole model."""
+class AdapterSaving:
+    """Trainer mixin: saving writes the PVM adapter (with its provenance), not the whole model."""
 
     def __init__(self, *args, handle: PVMHandle, provenance: dict, **kwargs):
         super().__init__(*args, **kwargs)
@@ -60,6 +60,22 @@ class AdapterTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         if self.is_world_process_zero():
             self.handle.save(output_dir or self.args.output_dir, provenance=self.provenance)
+
+
+class AdapterTrainer(AdapterSaving, Trainer):
+    """transformers.Trainer for Stage I."""
+
+
+def run_and_save(trainer, out_dir: Path) -> list[dict]:
+    """Train, record the wall time in the provenance, save the adapter and the log beside it."""
+    start = time.time()
+    trainer.train()
+    trainer.provenance["train_seconds"] = round(time.time() - start, 1)
+    trainer.save_model(str(out_dir))
+    if trainer.is_world_process_zero():
+        atomic_write_json(out_dir / LOG_FILE, trainer.state.log_history)
+    trainer.model.eval()
+    return trainer.state.log_history
 
 
 def set_trainable(model, handle: PVMHandle, train_backbone: bool) -> int:
@@ -93,11 +109,4 @@ def train_stage1(model, handle: PVMHandle, dataset, collator, out_dir, cfg: Stag
     trainer = AdapterTrainer(model=model, args=training_arguments(cfg, out_dir), train_dataset=dataset,
                              data_collator=collator, compute_loss_func=answer_token_loss,
                              handle=handle, provenance=provenance)
-    start = time.time()
-    trainer.train()
-    provenance["train_seconds"] = round(time.time() - start, 1)
-    trainer.save_model(str(out_dir))
-    if trainer.is_world_process_zero():
-        atomic_write_json(out_dir / LOG_FILE, trainer.state.log_history)
-    model.eval()
-    return trainer.state.log_history
+    return run_and_save(trainer, out_dir)
