@@ -1,6 +1,7 @@
 """The CLI, called in-process."""
 
 from conftest import small_config
+
 from pvm_probe import attach_pvm
 from pvm_probe.cli import main
 from pvm_probe.zoo import tiny_model

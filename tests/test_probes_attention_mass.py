@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import continuation_inputs
+
 from pvm_probe.probes import AttentionMassResult, VisualAttentionMass
 from pvm_probe.zoo import ARCHS, IMAGE_TOKEN, Image, fake_request, tiny_model
 

@@ -19,7 +19,7 @@ def test_recovers_parameters_with_noise_within_errors():
     a, b, c = 2.0, 3.0, 0.05
     t = np.arange(1000.0)
     fit = fit_dilution(hyperbola(t, a, b, c) + rng.normal(0, 0.002, t.shape))
-    for value, true, err in zip([fit.a, fit.b, fit.c], [a, b, c], fit.errors):
+    for value, true, err in zip([fit.a, fit.b, fit.c], [a, b, c], fit.errors, strict=False):
         assert abs(value - true) < 4 * err + 1e-3
     assert abs(fit.rmse - 0.002) < 3e-4
 

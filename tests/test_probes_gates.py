@@ -3,11 +3,18 @@ References: hand computation from the block's own weights, the model without PVM
 
 import numpy as np
 import torch
-
 from conftest import open_gates, small_config
+
 from pvm_probe import attach_pvm
-from pvm_probe.probes import (HorizonCheck, HorizonResult, PVMRetrieval, RetrievalResult, ablate_gates,
-                              nnsight_ablated_logits, patch_grid)
+from pvm_probe.probes import (
+    HorizonCheck,
+    HorizonResult,
+    PVMRetrieval,
+    RetrievalResult,
+    ablate_gates,
+    nnsight_ablated_logits,
+    patch_grid,
+)
 from pvm_probe.zoo import Image, fake_request, tiny_model
 
 NEW = 6

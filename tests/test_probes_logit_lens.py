@@ -6,8 +6,8 @@ import tempfile
 import numpy as np
 import pytest
 import torch
-
 from conftest import continuation_inputs
+
 from pvm_probe.probes import LogitLens, LogitLensResult, VisualAttentionMass
 from pvm_probe.zoo import ARCHS, Image, fake_request, tiny_model
 
@@ -25,7 +25,7 @@ def reference_metrics(layer_logits, final_logits):
     fp = torch.log_softmax(final_logits.double(), -1)
     token = fp.argmax(-1)  # [B, T]
     kl = (fp.exp() * (fp - lp)).sum(-1)
-    chosen = torch.stack([lp[l].gather(-1, token[..., None])[..., 0] for l in range(len(lp))])  # [L, B, T]
+    chosen = torch.stack([lp[i].gather(-1, token[..., None])[..., 0] for i in range(len(lp))])  # [L, B, T]
     rank = (lp > chosen[..., None]).sum(-1)
     swap = lambda x: x.transpose(0, 1).numpy()  # noqa: E731  [L, B, T] -> [B, L, T]
     return {"kl": swap(kl), "prob": swap(chosen.exp()), "rank": swap(rank), "token": token.numpy()}
@@ -129,7 +129,7 @@ def test_convergence_layer_and_composition(tmp_path):
     agree = result.top1 == result.final_token[:, None]
     conv = result.convergence_layer()  # [B, T]
     for b, t in np.ndindex(conv.shape):  # by hand: first layer from which every later layer agrees
-        expected = next(l for l in range(4) if agree[b, l:, t].all())
+        expected = next(i for i in range(4) if agree[b, i:, t].all())
         assert conv[b, t] == expected
     assert (result.top1[:, -1] == result.final_token).all()  # the last layer is the model's output
     result.save(tmp_path / "lens")

@@ -33,7 +33,7 @@ def test_reference_answer_shape():
 
 def test_said_decoys_are_false_and_text_predictable():
     scene, spec = make_scene(11), PaintSpec(gap=3, filler="said")
-    a, b = answer_tokens(scene, spec), answer_tokens(make_scene(12), PaintSpec(gap=3, filler="said"))
+    a, _b = answer_tokens(scene, spec), answer_tokens(make_scene(12), PaintSpec(gap=3, filler="said"))
     assert a[8] == "s2" and a[4] == "s1"
     # decoy triplets depend only on the preceding triplet (text), never on the image
     sc = score_answer(scene, spec, a)
@@ -153,7 +153,6 @@ def test_shipped_baseline_size_and_info():
 
 @torch.no_grad()
 def test_text_only_prompt_and_blank_image_do_not_crash(baseline):
-    from pvm_probe.world.data import prompt_text
     model, proc = baseline
     spec = PaintSpec(gap=1)
     # text-only: no image tokens, no pixel values -> generates something, no crash

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .scoring import _STEP
 from .scenes import CELL_NAMES, COLOURS
+from .scoring import _STEP
 
 
 def claim_query_positions(answer: list[str]) -> list[int]:
@@ -34,7 +34,7 @@ def visual_mass_by_quartile(model, processor, examples, answers, ref_lengths=Non
     n_layers = model.config.text_config.num_hidden_layers
     sums = torch.zeros(n_layers, 4)
     counts = torch.zeros(4)
-    for k, (e, ans) in enumerate(zip(examples, answers)):
+    for k, (e, ans) in enumerate(zip(examples, answers, strict=True)):
         inputs = processor(text=[e.prompt + " ".join(ans)], images=[e.image], return_tensors="pt")
         n_prompt = inputs["input_ids"].shape[1] - len(ans)
         out = model(**inputs, output_attentions=True)

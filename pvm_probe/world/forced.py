@@ -39,7 +39,7 @@ def paint_forced(model, processor, *, scenes: int = 64, seed: int = 0, length: i
     examples = eval_examples(processor, scenes=scenes, seed=seed, length=length, filler=filler, passes=passes,
                              named=named)
     records = []
-    for e, ans in zip(examples, forced_answers(model, processor, examples, batch_size)):
+    for e, ans in zip(examples, forced_answers(model, processor, examples, batch_size), strict=True):
         records += score_answer(e.scene, e.spec, ans)["claims"]
     return {"mode": "teacher_forced", "n_scenes": scenes, "length": length, "seed": seed, "filler": filler,
             "passes": passes, "answer_tokens": answer_length(examples[0].spec), **summarize(records),

@@ -73,7 +73,7 @@ def paint(model, processor, *, scenes: int = 64, seed: int = 0, length: int = DE
                              named=named)
     answers = generate_answers(model, processor, examples, batch_size, progress)
     records, per_scene = [], []
-    for e, ans in zip(examples, answers):
+    for e, ans in zip(examples, answers, strict=True):
         sc = score_answer(e.scene, e.spec, ans)
         for r in sc["claims"]:
             r["scene_seed"] = e.scene.seed

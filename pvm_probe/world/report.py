@@ -11,8 +11,15 @@ import time
 import torch
 
 from .attention import visual_mass_by_quartile
-from .forced import paint_forced
-from .paint import DEFAULT_FILLER, DEFAULT_LONG, DEFAULT_SHORT, eval_examples, generate_answers, load_baseline, paint
+from .paint import (
+    DEFAULT_FILLER,
+    DEFAULT_LONG,
+    DEFAULT_SHORT,
+    eval_examples,
+    generate_answers,
+    load_baseline,
+    paint,
+)
 
 
 def _brief(r: dict) -> dict:

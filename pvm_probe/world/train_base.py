@@ -99,6 +99,7 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
 
 def _load(path):
     from transformers import Qwen3VLForConditionalGeneration
+
     from .processor import load_processor
     model = Qwen3VLForConditionalGeneration.from_pretrained(path, attn_implementation="eager")
     for p in model.model.visual.parameters():

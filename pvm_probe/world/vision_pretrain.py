@@ -55,7 +55,9 @@ def pretrain_vision(model, image_processor, *, steps: int = 150, batch: int = 32
         pv, thw, col, shp, cell = _vision_batch(image_processor, [rng.randrange(900_000) for _ in range(batch)])
         z = head(cell_tokens(model, pv, thw))                 # [B*16, 28]
         loss = ce(z[:, :6], col) + ce(z[:, 6:12], shp) + ce(z[:, 12:], cell)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     held_out = list(range(1_000_000, 1_000_064))              # evaluation seeds
     acc = cell_accuracy(model, head, image_processor, held_out)
