@@ -4,7 +4,7 @@ CLI     := .venv/bin/pvm-probe
 STAMP   := .venv/.installed
 OUT     ?= out/report
 ADAPTERS := pvm_probe/assets/adapters
-STAGE1  := --steps 200 --batch-size 8 --lr 1e-3 --warmup 20 --seed 0 --log-every 10 --max-gap 48
+STAGE1  := --steps 200 --batch-size 8 --lr 1e-3 --warmup 20 --seed 0 --log-every 10 --max-gap 48 --fillers said
 PYTEST_ARGS ?=
 
 .PHONY: install report report-check test lint bench figures adapters baseline clean
@@ -27,7 +27,7 @@ report-check: report
 	$(PY) analyses/check_report.py $(OUT)/report.html --screenshot $(OUT)/screenshot.png
 
 test: $(STAMP)
-	$(PY) -m pytest -q --nbmake notebooks tests $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --nbmake notebooks tests $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	.venv/bin/ruff check pvm_probe tests analyses
@@ -47,7 +47,7 @@ adapters: $(STAMP)
 	$(CLI) train-pvm --out $(ADAPTERS)/mlp-control --block mlp $(STAGE1)
 	$(CLI) train-pvm --out $(ADAPTERS)/processed-control --visual-source hidden:0 $(STAGE1)
 	$(CLI) train-pvm --out $(ADAPTERS)/pvm-stage2 --stage 2 --init $(ADAPTERS)/pvm-stage1 \
-		--steps 20 --batch-size 16 --num-generations 8 --lr 1e-5 --seed 0 --log-every 5 --max-gap 48
+		--steps 20 --batch-size 16 --num-generations 8 --lr 1e-5 --seed 0 --log-every 5 --max-gap 48 --fillers said
 
 clean:
 	rm -rf out .pytest_cache

@@ -11,7 +11,6 @@ The paper measured 4.6 % on an H200 (bf16); the arithmetic floor is ~0.3 %.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -19,7 +18,7 @@ import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from pvm_probe import PVMConfig, attach_pvm
-from pvm_probe.io import atomic_write_json
+from pvm_probe.io import atomic_write_json, describe_machine
 from pvm_probe.zoo import qwen3_vl_config
 
 N_LAYERS, N_PVM = 36, 3
@@ -115,7 +114,7 @@ def run(args) -> dict:
     step_pvm = step_base + N_PVM * delta
     backbone = 8.2e9  # text backbone + head of Qwen3-VL-8B, for the arithmetic floor
     result = {
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "threads": args.threads,
+        "machine": describe_machine(), "threads": args.threads,
         "dtype": args.dtype, "attn": args.attn, "visual_tokens": args.visual, "kv_length": args.kv,
         "layer_ms": 1e3 * t_layer, "layer_with_pvm_ms": 1e3 * t_pvm_layer, "pvm_delta_ms": 1e3 * delta,
         "lm_head_ms": 1e3 * t_head, "projected_step_ms": 1e3 * step_base, "projected_step_pvm_ms": 1e3 * step_pvm,

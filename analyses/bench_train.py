@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from pvm_probe.io import atomic_write_json
+from pvm_probe.io import atomic_write_json, describe_machine
 
 MODES = ("pvm", "full")
 
 
-def child(mode: str, steps: int, warmup: int, batch_size: int, base: str | None) -> dict:
+def child(mode: str, steps: int, warmup: int, batch_size: int, base: str | None, threads: int) -> dict:
     import torch
     from transformers import TrainerCallback
 
@@ -32,7 +29,7 @@ def child(mode: str, steps: int, warmup: int, batch_size: int, base: str | None)
     from pvm_probe.train.sft import AdapterTrainer, answer_token_loss, set_trainable, training_arguments
     from pvm_probe.train.world_data import WorldSFTDataset
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     model, processor = load_base(base)
     cfg_text = model.config.get_text_config()
     n_blocks = min(2, cfg_text.num_hidden_layers - 1)
@@ -53,7 +50,7 @@ def child(mode: str, steps: int, warmup: int, batch_size: int, base: str | None)
 
     clock = Clock()
     cfg = StageIConfig(steps=steps + warmup, batch_size=batch_size, warmup_steps=0, logging_steps=10_000)
-    args = training_arguments(cfg, Path("/tmp/pvm_bench_train"))
+    args = training_arguments(cfg)
     args.disable_tqdm = True
     trainer = AdapterTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                              compute_loss_func=answer_token_loss, callbacks=[clock], handle=handle, provenance={})
@@ -71,6 +68,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--base", default=None, help="base model dir (default: shipped baseline)")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--json", default="figures/bench_train.json")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
@@ -78,18 +76,18 @@ def main(argv=None) -> dict:
     if args.smoke:
         args.steps, args.warmup, args.batch_size = 3, 1, 4
     if args.child:
-        print(json.dumps(child(args.child, args.steps, args.warmup, args.batch_size, args.base)))
+        print(json.dumps(child(args.child, args.steps, args.warmup, args.batch_size, args.base, args.threads)))
         return {}
     rows = {}
     for mode in MODES:
         cmd = [sys.executable, __file__, "--child", mode, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--batch-size", str(args.batch_size)] + (["--base", args.base] if args.base else [])
+               "--batch-size", str(args.batch_size), "--threads", str(args.threads)] + (["--base", args.base] if args.base else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows[mode] = json.loads(out.strip().splitlines()[-1])
     for row in rows.values():
         print(f"{row['mode']:>5}: trainable {row['trainable_parameters']:>9,}  {row['tokens_per_s']:8.0f} tok/s  "
               f"{row['seconds_per_step']:.3f} s/step  peak RSS {row['peak_rss_mb']:.0f} MB")
-    result = {"machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores, torch threads 2",
+    result = {"machine": describe_machine(),
               "batch_size": args.batch_size, **rows,
               "pvm_only_speedup": rows["pvm"]["tokens_per_s"] / rows["full"]["tokens_per_s"],
               "peak_memory_ratio": rows["pvm"]["peak_rss_mb"] / rows["full"]["peak_rss_mb"]}

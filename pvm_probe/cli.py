@@ -127,6 +127,7 @@ def train_pvm(parser: argparse.ArgumentParser):
     parser.add_argument("--examples", type=int, default=None, help="world examples (default: steps x batch)")
     parser.add_argument("--max-gap", type=int, default=None,
                         help="world answers with 0..N filler tokens per step (default: the base's own range)")
+    parser.add_argument("--fillers", help="world filler kinds, e.g. said or said,count (default: the base's own)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--grad-accum", type=int, default=1)

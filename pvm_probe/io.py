@@ -30,3 +30,18 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_write_json(path, data) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2))
+
+
+def describe_machine() -> str:
+    """CPU model, core count and torch version, for benchmark records."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{model}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"

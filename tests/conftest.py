@@ -6,7 +6,7 @@ import torch
 from pvm_probe import PVMConfig, attach_pvm
 from pvm_probe.zoo import tiny_model
 
-torch.set_num_threads(int(os.environ.get("PVM_PROBE_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("PVM_PROBE_THREADS", "1")))  # tiny models: 1 thread is fastest
 
 SMALL_PVM = dict(latent_dim=32, head_dim=8, num_heads=4, num_kv_heads=1, ffn_dim=96)
 

@@ -16,7 +16,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from ..inject import PVMHandle
-from .sft import AdapterSaving, run_and_save, set_trainable
+from .sft import AdapterSaving, run_and_save, scratch_dir, set_trainable
 
 
 @dataclass
@@ -37,10 +37,10 @@ class AdapterGRPOTrainer(AdapterSaving, GRPOTrainer):
     """TRL's GRPOTrainer for Stage II."""
 
 
-def grpo_arguments(cfg: StageIIConfig, out_dir: Path) -> GRPOConfig:
+def grpo_arguments(cfg: StageIIConfig) -> GRPOConfig:
     batch = cfg.prompts_per_step * cfg.num_generations
     return GRPOConfig(
-        output_dir=str(out_dir), max_steps=cfg.steps, learning_rate=cfg.lr, seed=cfg.seed,
+        output_dir=scratch_dir(), max_steps=cfg.steps, learning_rate=cfg.lr, seed=cfg.seed,
         per_device_train_batch_size=batch, num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, beta=cfg.beta,
         logging_steps=cfg.logging_steps, save_strategy="no", report_to=[], lr_scheduler_type="constant",
@@ -56,7 +56,7 @@ def train_stage2(model, handle: PVMHandle, processor, rows: list[dict], reward_f
     trainable = set_trainable(model, handle, cfg.train_backbone)
     provenance = {"stage": "II", "trainer": "trl.GRPOTrainer", "config": asdict(cfg),
                   "trainable_parameters": trainable, **(provenance or {})}
-    trainer = AdapterGRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_arguments(cfg, out_dir),
+    trainer = AdapterGRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_arguments(cfg),
                                  train_dataset=Dataset.from_list(rows), processing_class=processor,
                                  handle=handle, provenance=provenance)
     return run_and_save(trainer, out_dir)

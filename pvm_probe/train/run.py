@@ -22,15 +22,16 @@ from .world_data import WorldSFTDataset, format_and_accuracy_rewards, world_prom
 TRAIN_INFO = "train_info.json"
 
 
-def world_distribution(base_dir: Path, max_gap: int | None = None) -> dict:
+def world_distribution(base_dir: Path, max_gap: int | None = None, fillers: str | None = None) -> dict:
     """The painter-world answers the base was trained on (gaps, fillers, passes), or the same with
-    longer text-only stretches (0..max_gap filler tokens per step)."""
+    longer text-only stretches (0..max_gap filler tokens per step) or other filler kinds."""
     path = base_dir / TRAIN_INFO
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: for a base not trained on the painter world, pass --data")
     info = json.loads(path.read_text())
     gaps = tuple(info["train_gaps"]) if max_gap is None else tuple(range(max_gap + 1))
-    return {"gaps": gaps, "fillers": tuple(info["fillers"]), "passes": tuple(info["passes"])}
+    kinds = tuple(info["fillers"]) if fillers is None else tuple(fillers.split(","))
+    return {"gaps": gaps, "fillers": kinds, "passes": tuple(info["passes"])}
 
 
 def pvm_config(args, model) -> PVMConfig:
@@ -47,7 +48,7 @@ def _stage1(args, model, processor, handle, base_dir, provenance):
         dataset = RecordDataset(load_records(args.data))
     else:
         n = args.examples or args.steps * args.batch_size * args.grad_accum
-        dataset = WorldSFTDataset(processor, n, seed=args.seed + 1, **world_distribution(base_dir, args.max_gap))
+        dataset = WorldSFTDataset(processor, n, seed=args.seed + 1, **world_distribution(base_dir, args.max_gap, args.fillers))
     cfg = StageIConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                        lr=args.lr or 1e-4, warmup_steps=args.warmup, seed=args.seed,
                        logging_steps=args.log_every, train_backbone=args.train_backbone)
@@ -57,7 +58,7 @@ def _stage1(args, model, processor, handle, base_dir, provenance):
 def _stage2(args, model, processor, handle, base_dir, provenance):
     if args.data:
         raise ValueError("Stage II needs verifiable rewards: only the painter world is supported (drop --data)")
-    dist = world_distribution(base_dir, args.max_gap)
+    dist = world_distribution(base_dir, args.max_gap, args.fillers)
     cfg = StageIIConfig(steps=args.steps, num_generations=args.num_generations,
                         prompts_per_step=max(1, args.batch_size // args.num_generations),
                         lr=args.lr or 1e-6, seed=args.seed, logging_steps=args.log_every,

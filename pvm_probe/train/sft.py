@@ -7,6 +7,7 @@ The adapter (not the backbone) is what gets saved, with the loss log beside it.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,9 +89,14 @@ def set_trainable(model, handle: PVMHandle, train_backbone: bool) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def training_arguments(cfg: StageIConfig, out_dir: Path) -> TrainingArguments:
+def scratch_dir() -> str:
+    """The Trainer's own output folder: nothing lands in the adapter folder until the adapter is saved."""
+    return tempfile.mkdtemp(prefix="pvm_probe_trainer_")
+
+
+def training_arguments(cfg: StageIConfig) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=str(out_dir), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        output_dir=scratch_dir(), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule,
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="no",
@@ -106,7 +112,7 @@ def train_stage1(model, handle: PVMHandle, dataset, collator, out_dir, cfg: Stag
     trainable = set_trainable(model, handle, cfg.train_backbone)
     provenance = {"stage": "I", "trainer": "transformers.Trainer", "config": asdict(cfg),
                   "trainable_parameters": trainable, **(provenance or {})}
-    trainer = AdapterTrainer(model=model, args=training_arguments(cfg, out_dir), train_dataset=dataset,
+    trainer = AdapterTrainer(model=model, args=training_arguments(cfg), train_dataset=dataset,
                              data_collator=collator, compute_loss_func=answer_token_loss,
                              handle=handle, provenance=provenance)
     return run_and_save(trainer, out_dir)
