@@ -37,7 +37,7 @@ def child(mode: str, steps: int, warmup: int, batch_size: int, base: str | None,
     trainable = set_trainable(model, handle, train_backbone=mode == "full")
     model.train()
     collator = SFTCollator(processor)
-    dataset = WorldSFTDataset((steps + warmup) * batch_size, gaps=(8,))
+    dataset = WorldSFTDataset(processor, (steps + warmup) * batch_size, gaps=(16,), fillers=("said",))
 
     class Clock(TrainerCallback):
         times, tokens = [], []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 COMMANDS = {}
 
@@ -77,6 +78,53 @@ def paint(parser: argparse.ArgumentParser):
 
         result = run_paint(args)
         _emit(result, args.json)
+
+    return run
+
+
+@command("probe", "run the probes during generate on held-out scenes: mass, LogitLens, dilution fits, PVM retrieval")
+def probe(parser: argparse.ArgumentParser):
+    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
+    parser.add_argument("--pvm", help="adapter directory or shipped name")
+    parser.add_argument("--scenes", type=int, default=8)
+    parser.add_argument("--json", default=None, help="write all results here ('-' for stdout)")
+
+    def run(args):
+        from .checkpoints import load_pvm
+        from .loading import load_base
+        from .report.collect import probe_model
+
+        model, processor = load_base(args.base)
+        handle = load_pvm(model, args.pvm) if args.pvm else None
+        result = probe_model(model, processor, handle, args.scenes)
+        headline = {"claim_mass_by_quarter": result["claim_mass_by_quarter"],
+                    "dilution_plateau": result["dilution"]["plateau"], "dilution_break_t": result["dilution"]["break_t"],
+                    "convergence_layer_mean": result["convergence_layer_mean"]}
+        if args.json == "-":
+            print(json.dumps(result))
+            return
+        print(json.dumps(headline, indent=2))
+        if args.json:
+            from .io import atomic_write_json
+
+            atomic_write_json(args.json, result)
+
+    return run
+
+
+@command("bench", "run a benchmark script from the repository's analyses/ folder (overhead, probes, train)")
+def bench(parser: argparse.ArgumentParser):
+    parser.add_argument("name", choices=["overhead", "probes", "train"])
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (e.g. --smoke)")
+
+    def run(args):
+        import runpy
+
+        script = Path(__file__).resolve().parent.parent / "analyses" / f"bench_{args.name}.py"
+        if not script.is_file():
+            raise FileNotFoundError(f"{script} not found: benchmarks run from a checkout of the repository")
+        sys.argv = [str(script), *args.rest]
+        runpy.run_path(str(script), run_name="__main__")
 
     return run
 

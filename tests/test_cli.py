@@ -1,5 +1,8 @@
 """The CLI, called in-process."""
 
+import json
+
+import pytest
 from conftest import small_config
 
 from pvm_probe import attach_pvm
@@ -22,3 +25,16 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("pvm-probe info: error: no adapter directory") and "\n" not in err
 
 
+
+
+def test_probe_prints_headline_numbers_and_saves_results(capsys, tmp_path):
+    assert main(["probe", "--scenes", "2", "--json", str(tmp_path / "p.json")]) == 0
+    headline = json.loads(capsys.readouterr().out)
+    assert set(headline) == {"claim_mass_by_quarter", "dilution_plateau", "dilution_break_t", "convergence_layer_mean"}
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert len(saved["mass_by_layer"]) == 4 and len(saved["dilution"]["plateau"]) == 4
+
+
+def test_bench_rejects_unknown_names():
+    with pytest.raises(SystemExit):
+        main(["bench", "nope"])

@@ -13,7 +13,7 @@ QUARTERS = ["Q1", "Q2", "Q3", "Q4"]
 
 def plot_accuracy_by_quartile(results: dict[str, dict], title: str = "Blind Painter accuracy by quarter"):
     """results: model name -> a `paint` result (needs `accuracy_by_quartile`)."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(9, 3.6))
     width = 0.8 / max(1, len(results))
     for i, (name, result) in enumerate(results.items()):
         values = [np.nan if v is None else 100 * v for v in result["accuracy_by_quartile"]]
@@ -23,7 +23,7 @@ def plot_accuracy_by_quartile(results: dict[str, dict], title: str = "Blind Pain
     ax.set_ylabel("claims correct (%)")
     ax.set_ylim(0, 105)
     ax.set_title(title)
-    ax.legend(fontsize=8, ncols=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 

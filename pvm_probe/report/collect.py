@@ -36,6 +36,10 @@ def _claim_rows(tokens: list[str]) -> list[int]:
     return [pos for pos, *_ in parse_claims(tokens)]
 
 
+def _nan_to_none(array: np.ndarray) -> list:
+    return [[None if np.isnan(v) else float(v) for v in row] for row in array]
+
+
 @torch.no_grad()
 def probe_model(model, processor, handle, scenes: int) -> dict:
     examples = eval_examples(processor, scenes=scenes, seed=1, length=DEFAULT_LONG, filler=DEFAULT_FILLER)
@@ -45,17 +49,20 @@ def probe_model(model, processor, handle, scenes: int) -> dict:
     with ExitStack() as probes:
         mass = probes.enter_context(VisualAttentionMass(model))
         lens = probes.enter_context(LogitLens(model))
-        retrieval = probes.enter_context(PVMRetrieval(handle)) if handle else None
+        retrieval = probes.enter_context(PVMRetrieval(handle)) if handle and handle.config.block == "pvm" else None
         out = model.generate(**inputs, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
     tokens = [processor.tokenizer.convert_ids_to_tokens(row.tolist())
               for row in out[:, inputs["input_ids"].shape[1]:]]
     image = mass.result.segment("image").mean(2)  # [B, L, T] image share, mean over heads
     by_layer = image.mean(0)  # [L, T]
-    per_scene = [[image[b][:, rows].mean(1) for rows in np.array_split(_claim_rows(t), 4)]
-                 for b, t in enumerate(tokens)]  # B x 4 x [L]: claim-predicting rows by quarter
+    claim_mass = np.full((len(tokens), 4, image.shape[1]), np.nan)  # [B, 4, L]; NaN: no claim in that quarter
+    for b, t in enumerate(tokens):
+        for q, rows in enumerate(np.array_split(_claim_rows(t), 4)):
+            if len(rows):
+                claim_mass[b, q] = image[b][:, rows].mean(1)
     data = {
         "mass_by_layer": by_layer.tolist(),
-        "claim_mass_by_quarter": np.mean(per_scene, axis=0).T.tolist(),  # [L, 4]
+        "claim_mass_by_quarter": _nan_to_none(np.nanmean(claim_mass, axis=0).T),  # [L, 4]
         "convergence_layer_mean": float(lens.result.convergence_layer().mean()),
         "lens_kl_by_layer": lens.result.mean_kl().tolist(),
         "lens_kl": lens.result.kl.mean(0).tolist(),  # [L, T]
