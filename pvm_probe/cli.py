@@ -59,12 +59,11 @@ def report(parser: argparse.ArgumentParser):
 
 @command("paint", "the Blind Painter on held-out painter-world scenes: accuracy by quarter of the answer")
 def paint(parser: argparse.ArgumentParser):
-    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
-    parser.add_argument("--pvm", help="adapter directory or shipped name (pvm-stage1, pvm-stage2, mlp-control, ...)")
+    _model_arguments(parser)
     parser.add_argument("--scenes", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="held-out scene set (seeds >= 1,000,000)")
     parser.add_argument("--length", type=int, default=None, help="filler units per step (default: the long setting)")
-    parser.add_argument("--filler", default=None, help="count | said (default: what the base was trained on)")
+    parser.add_argument("--filler", default=None, help="said | count (default: said, the decoy stretches)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--swap-pvm-image", action="store_true",
                         help="control: PVM reads another scene's image while the backbone sees the right one")
@@ -84,8 +83,7 @@ def paint(parser: argparse.ArgumentParser):
 
 @command("probe", "run the probes during generate on held-out scenes: mass, LogitLens, dilution fits, PVM retrieval")
 def probe(parser: argparse.ArgumentParser):
-    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
-    parser.add_argument("--pvm", help="adapter directory or shipped name")
+    _model_arguments(parser)
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--json", default=None, help="write all results here ('-' for stdout)")
 
@@ -155,6 +153,11 @@ def _emit(result: dict, destination: str | None) -> None:
     print(json.dumps(summary, indent=2))
     if destination:
         atomic_write_json(destination, result)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
+    parser.add_argument("--pvm", help="adapter directory or shipped name (pvm-stage1, pvm-stage2, mlp-control, ...)")
 
 
 def _ints(text: str) -> tuple[int, ...]:
