@@ -13,6 +13,7 @@ import argparse
 from argparse import Namespace
 from pathlib import Path
 
+from figure_common import save_figure
 from tqdm.auto import tqdm
 
 from pvm_probe.io import atomic_write_json
@@ -64,9 +65,7 @@ def main(argv=None) -> dict:
             print(f"  {name:28s} {100 * r['accuracy']:5.1f}   Q1-Q4 {quarters}")
     for setting, rows in table.items():
         fig = plot_accuracy_by_quartile(rows, title=f"Blind Painter, {setting}")
-        stem = "controls_" + setting.split()[0]
-        for ext in ("png", "svg"):
-            fig.savefig(out / f"{stem}.{ext}", dpi=120)
+        save_figure(fig, out, "controls_" + setting.split()[0])
     return table
 
 
