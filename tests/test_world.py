@@ -125,10 +125,10 @@ def test_image_token_without_image_is_a_clear_error():
 # ---------- shipped baseline ----------
 @pytest.fixture(scope="module")
 def baseline():
-    from pvm_probe.world.paint import BASELINE_DIR, load_baseline
+    from pvm_probe.loading import BASELINE_DIR, load_base
     if not (BASELINE_DIR / "model.safetensors").exists():
         pytest.fail("shipped baseline missing: pvm_probe/assets/baseline/")
-    return load_baseline()
+    return load_base()
 
 
 def test_shipped_baseline_paints_far_above_chance(baseline):
@@ -142,7 +142,7 @@ def test_shipped_baseline_paints_far_above_chance(baseline):
 
 
 def test_shipped_baseline_size_and_info():
-    from pvm_probe.world.paint import BASELINE_DIR
+    from pvm_probe.loading import BASELINE_DIR
     total = sum(p.stat().st_size for p in BASELINE_DIR.iterdir() if p.is_file())
     assert total < 25 * 2**20
     import json

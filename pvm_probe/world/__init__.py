@@ -1,8 +1,7 @@
 """The painter world: scenes, the Blind Painter task, scoring, tokenizer/processor,
 the tiny Qwen3-VL baseline (training and the shipped checkpoint).
 
-Model-level entry points live in submodules: ``pvm_probe.world.paint.paint`` /
-``load_baseline`` and ``pvm_probe.world.train_base.train_base``.
+Model-level entry points live in submodules: ``pvm_probe.world.paint.paint`` and ``pvm_probe.world.train_base.train_base``.
 
 Importing this package registers ``PainterProcessor`` with ``AutoProcessor``.
 Evaluation scenes use seeds >= ``EVAL_SEED_BASE`` (1_000_000); training never does.

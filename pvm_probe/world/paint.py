@@ -8,29 +8,17 @@ never drawn in training). ``length`` is the gap knob: filler units after every c
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import Qwen3VLForConditionalGeneration
 
 from .data import make_example
-from .processor import load_processor
 from .scenes import EVAL_SEED_BASE
 from .scoring import accuracy_by_decoys, score_answer, summarize
 from .task import N_ORDERS, PaintSpec, answer_length
 
-BASELINE_DIR = Path(__file__).resolve().parent.parent / "assets" / "baseline"
 DEFAULT_FILLER = "said"                  # decoy stretches: the text competes with the image
 DEFAULT_LONG, DEFAULT_SHORT = 3, 0       # said units (257 / 65 answer tokens); trained: 0..4 units (0..16 tokens)
-
-
-def load_baseline(path=None, attn_implementation: str = "eager"):
-    """(model, processor) of the shipped baseline (or a checkpoint dir), eval mode, fp32."""
-    path = Path(path) if path else BASELINE_DIR
-    model = Qwen3VLForConditionalGeneration.from_pretrained(path, attn_implementation=attn_implementation,
-                                                            dtype=torch.float32)
-    return model.eval(), load_processor(path)
 
 
 def eval_examples(processor, *, scenes: int, seed: int, length: int, filler: str = "count",
