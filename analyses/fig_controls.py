@@ -10,14 +10,15 @@ writes figures/controls.json and figures/controls_{in,beyond}.{png,svg}.
 from __future__ import annotations
 
 import argparse
-from argparse import Namespace
 from pathlib import Path
 
 from figure_common import save_figure
 from tqdm.auto import tqdm
 
+from pvm_probe.checkpoints import load_pvm
 from pvm_probe.io import atomic_write_json
-from pvm_probe.painter import run_paint
+from pvm_probe.loading import load_base
+from pvm_probe.painter import paint_with_controls
 from pvm_probe.plots import plot_accuracy_by_quartile
 
 ROWS = {  # name -> paint options
@@ -35,12 +36,15 @@ SETTINGS = {  # name -> (length, forced)
 }
 
 
-def paint_row(options: dict, length, forced: bool, scenes: int) -> dict:
-    args = Namespace(base=None, pvm=None, scenes=scenes, seed=0, length=length, filler=None, batch_size=32,
-                     swap_pvm_image=False, gates_off=False, forced=forced)
-    for key, value in options.items():
-        setattr(args, key, value)
-    result = run_paint(args)
+def paint_row(model, processor, options: dict, length, forced: bool, scenes: int) -> dict:
+    options = dict(options)
+    adapter = options.pop("pvm", None)
+    handle = load_pvm(model, adapter) if adapter else None
+    try:
+        result = paint_with_controls(model, processor, handle, scenes=scenes, length=length, forced=forced, **options)
+    finally:
+        if handle:
+            handle.remove()
     return {k: result[k] for k in ("accuracy", "accuracy_by_quartile", "answer_tokens", "length", "n_scenes")}
 
 
@@ -51,11 +55,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="figures")
     args = parser.parse_args(argv)
     scenes = 4 if args.smoke else args.scenes
+    model, processor = load_base()
     table = {}
     jobs = [(s, r) for s in SETTINGS for r in ROWS]
     for setting, row in tqdm(jobs, desc="controls"):
         length, forced = SETTINGS[setting]
-        table.setdefault(setting, {})[row] = paint_row(ROWS[row], length, forced, scenes)
+        table.setdefault(setting, {})[row] = paint_row(model, processor, ROWS[row], length, forced, scenes)
     out = Path(args.out)
     atomic_write_json(out / "controls.json", table)
     for setting, rows in table.items():

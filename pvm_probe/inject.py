@@ -52,7 +52,6 @@ class VisualMemory:
         self.tokens = self.key_mask = None
         self.kv = {}
 
-
     def capture(self, hidden: torch.Tensor) -> None:
         """hidden [B, T, d] at the request's first forward -> padded visual set [B, N, d]."""
         self.capturing = False
@@ -257,8 +256,9 @@ class PVMHandle:
         if torch.is_grad_enabled():  # training: rebuild inside the layer, so checkpointed recompute matches
             kv = block.visual_kv(memory.tokens.to(x.dtype), memory.key_mask)
         else:  # inference: once per request, reused by every decode step
-            kv = memory.kv.get(layer) or memory.kv.setdefault(
-                layer, block.visual_kv(memory.tokens.to(x.dtype), memory.key_mask))
+            if layer not in memory.kv:
+                memory.kv[layer] = block.visual_kv(memory.tokens.to(x.dtype), memory.key_mask)
+            kv = memory.kv[layer]
         return ffn_out + block(x, kv, memory.text_mask)  # [B, T, d]
 
 

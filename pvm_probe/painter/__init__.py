@@ -1,5 +1,5 @@
 """The Blind Painter harness: exact scoring on the painter world (`exact`)."""
 
-from .exact import run_paint
+from .exact import paint_with_controls, run_paint
 
-__all__ = ["run_paint"]
+__all__ = ["paint_with_controls", "run_paint"]

@@ -17,24 +17,32 @@ from ..world.forced import paint_forced
 from ..world.paint import DEFAULT_FILLER, DEFAULT_LONG, paint
 
 
+def paint_with_controls(model, processor, handle, *, scenes: int, seed: int = 0, length: int | None = None,
+                        filler: str | None = None, batch_size: int = 32, forced: bool = False,
+                        gates_off: bool = False, swap_pvm_image: bool = False) -> dict:
+    """Paint with an already loaded model (and adapter handle), under the chosen controls."""
+    if (gates_off or swap_pvm_image) and handle is None:
+        raise ValueError("--gates-off and --swap-pvm-image need an adapter (--pvm)")
+    if swap_pvm_image and batch_size < 2:
+        raise ValueError("--swap-pvm-image takes each scene's neighbour in the batch: use --batch-size >= 2")
+    run = paint_forced if forced else paint
+    with ExitStack() as controls:
+        if gates_off:
+            controls.enter_context(handle.gates_off())
+        if swap_pvm_image:
+            controls.enter_context(handle.rolled_visual())
+        result = run(model, processor, scenes=scenes, seed=seed, length=DEFAULT_LONG if length is None else length,
+                     filler=filler or DEFAULT_FILLER, batch_size=batch_size)
+    result.update(gates_off=gates_off, swap_pvm_image=swap_pvm_image, forced=forced)
+    return result
+
+
 def run_paint(args) -> dict:
     base_dir = Path(args.base) if args.base else BASELINE_DIR
     model, processor = load_base(base_dir)
     handle = load_pvm(model, args.pvm) if args.pvm else None
-    if (args.gates_off or args.swap_pvm_image) and handle is None:
-        raise ValueError("--gates-off and --swap-pvm-image need an adapter (--pvm)")
-    if args.swap_pvm_image and args.batch_size < 2:
-        raise ValueError("--swap-pvm-image takes each scene's neighbour in the batch: use --batch-size >= 2")
-    length = DEFAULT_LONG if args.length is None else args.length
-    filler = args.filler or DEFAULT_FILLER
-    run = paint_forced if args.forced else paint
-    with ExitStack() as controls:
-        if args.gates_off:
-            controls.enter_context(handle.gates_off())
-        if args.swap_pvm_image:
-            controls.enter_context(handle.rolled_visual())
-        result = run(model, processor, scenes=args.scenes, seed=args.seed, length=length, filler=filler,
-                     batch_size=args.batch_size)
-    result.update(base=str(base_dir), pvm=str(resolve_adapter(args.pvm)) if args.pvm else None,
-                  gates_off=args.gates_off, swap_pvm_image=args.swap_pvm_image, forced=args.forced)
+    result = paint_with_controls(model, processor, handle, scenes=args.scenes, seed=args.seed, length=args.length,
+                                 filler=args.filler, batch_size=args.batch_size, forced=args.forced,
+                                 gates_off=args.gates_off, swap_pvm_image=args.swap_pvm_image)
+    result.update(base=str(base_dir), pvm=str(resolve_adapter(args.pvm)) if args.pvm else None)
     return result

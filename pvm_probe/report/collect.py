@@ -8,7 +8,6 @@ adapter, with its gates off and with a swapped image; the probes during one batc
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -17,17 +16,14 @@ import torch
 
 from ..checkpoints import load_pvm, read_adapter_meta, resolve_adapter
 from ..loading import BASELINE_DIR, load_base
-from ..painter import run_paint
+from ..painter import paint_with_controls
 from ..probes import LogitLens, PVMRetrieval, VisualAttentionMass, dilution_report
 from ..world.paint import DEFAULT_FILLER, DEFAULT_LONG, eval_examples
 from ..world.scoring import parse_claims
 
 
-def _paint(base, adapter, scenes: int, **controls) -> dict:
-    options = {"swap_pvm_image": False, "gates_off": False, **controls}
-    args = Namespace(base=base, pvm=adapter, scenes=scenes, seed=0, length=None, filler=None, batch_size=32,
-                     forced=False, **options)
-    result = run_paint(args)
+def _paint(model, processor, handle, scenes: int, **controls) -> dict:
+    result = paint_with_controls(model, processor, handle, scenes=scenes, **controls)
     return {k: result[k] for k in ("accuracy", "accuracy_by_quartile", "answer_tokens", "n_scenes")}
 
 
@@ -89,16 +85,16 @@ def collect(base=None, adapters=(), scenes: int = 64, probe_scenes: int = 8) -> 
     base_dir = Path(base) if base else BASELINE_DIR
     models = {}
     model, processor = load_base(base_dir)
-    models["baseline"] = {"paint": _paint(base, None, scenes), "probes": probe_model(model, processor, None, probe_scenes),
+    models["baseline"] = {"paint": _paint(model, processor, None, scenes), "probes": probe_model(model, processor, None, probe_scenes),
                           "train_log": _training_log(base_dir, "log_history.json")}
     for adapter in adapters:
         directory = resolve_adapter(adapter)
         handle = load_pvm(model, directory)
-        entry = {"paint": _paint(base, adapter, scenes), "probes": probe_model(model, processor, handle, probe_scenes),
+        entry = {"paint": _paint(model, processor, handle, scenes), "probes": probe_model(model, processor, handle, probe_scenes),
                  "meta": read_adapter_meta(directory), "train_log": _training_log(directory, "train_log.json")}
         if entry["meta"]["pvm"]["block"] == "pvm":
-            entry["paint_gates_off"] = _paint(base, adapter, scenes, gates_off=True)
-            entry["paint_swapped"] = _paint(base, adapter, scenes, swap_pvm_image=True)
+            entry["paint_gates_off"] = _paint(model, processor, handle, scenes, gates_off=True)
+            entry["paint_swapped"] = _paint(model, processor, handle, scenes, swap_pvm_image=True)
         handle.remove()
         models[str(adapter)] = entry
     return {"base": str(base_dir), "setting": {"length": DEFAULT_LONG, "filler": DEFAULT_FILLER, "scenes": scenes,
