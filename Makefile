@@ -4,7 +4,7 @@ CLI     := .venv/bin/pvm-probe
 STAMP   := .venv/.installed
 OUT     ?= out/report
 ADAPTERS := pvm_probe/assets/adapters
-STAGE1  := --steps 200 --batch-size 8 --lr 1e-3 --warmup 20 --seed 0 --log-every 10 --max-gap 48 --fillers said
+STAGE1  := --steps 400 --batch-size 8 --lr 3e-3 --warmup 20 --seed 0 --log-every 10 --max-gap 48 --fillers said
 PYTEST_ARGS ?=
 
 .PHONY: install report report-check test lint bench figures adapters baseline clean

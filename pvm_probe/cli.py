@@ -57,9 +57,12 @@ def report(parser: argparse.ArgumentParser):
     return run
 
 
-@command("paint", "the Blind Painter on held-out painter-world scenes: accuracy by quarter of the answer")
+@command("paint", "the Blind Painter: accuracy (world) or hallucination rates (scenes) by quarter of the answer")
 def paint(parser: argparse.ArgumentParser):
     _model_arguments(parser)
+    parser.add_argument("--suite", choices=["world", "scenes"], default="world",
+                        help="world: the painter world (exact scoring); scenes: generated scenes for any local "
+                             "Qwen3-VL / Qwen2.5-VL / LLaVA checkpoint (needs --base)")
     parser.add_argument("--scenes", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="held-out scene set (seeds >= 1,000,000)")
     parser.add_argument("--length", type=int, default=None, help="filler units per step (default: the long setting)")
@@ -70,15 +73,48 @@ def paint(parser: argparse.ArgumentParser):
     parser.add_argument("--gates-off", action="store_true", help="ablation: alpha = 0 in every PVM layer")
     parser.add_argument("--forced", action="store_true",
                         help="teacher-forced text, model writes the claims (tests lengths it would not write)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="scenes: answer budget (default 1024)")
+    parser.add_argument("--probe", action="store_true", help="scenes: image share of attention by quarter and layer")
+    parser.add_argument("--device", default=None, help="scenes: cuda / cpu (default: cuda when available)")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default=None,
+                        help="scenes: model dtype (default auto: bfloat16 on cuda, float32 on cpu)")
     parser.add_argument("--json", default=None, help="write the result here ('-' for stdout)")
 
     def run(args):
-        from .painter import run_paint
+        _check_suite_flags(args)
+        if args.suite == "world":
+            from .painter import run_paint
 
-        result = run_paint(args)
-        _emit(result, args.json)
+            _emit(run_paint(args), args.json)
+            return
+        from .painter.scenes import format_table, run_scenes
+
+        args.max_new_tokens = args.max_new_tokens or 1024
+        args.dtype = args.dtype or "auto"
+        result = run_scenes(args)
+        if args.json == "-":
+            print(json.dumps(result, indent=2))
+            return
+        print(format_table(result))
+        if args.json:
+            from .io import atomic_write_json
+
+            atomic_write_json(args.json, result)
 
     return run
+
+
+_SUITE_ONLY = {"world": ("length", "filler", "swap_pvm_image", "forced"),
+               "scenes": ("max_new_tokens", "probe", "device", "dtype")}
+
+
+def _check_suite_flags(args) -> None:
+    """Flags of the other suite are errors, not silently ignored."""
+    other = "world" if args.suite == "scenes" else "scenes"
+    given = [name for name in _SUITE_ONLY[other] if getattr(args, name) not in (None, False)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"{flags} only apply to --suite {other}")
 
 
 @command("probe", "run the probes during generate on held-out scenes: mass, LogitLens, dilution fits, PVM retrieval")
@@ -106,6 +142,24 @@ def probe(parser: argparse.ArgumentParser):
             from .io import atomic_write_json
 
             atomic_write_json(args.json, result)
+
+    return run
+
+
+@command("placement", "the paper's insertion strategies (strided, peak attention, max decay) from a base's measured profile")
+def placement(parser: argparse.ArgumentParser):
+    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
+    parser.add_argument("--blocks", type=int, default=2, help="PVM layers to place")
+    parser.add_argument("--suite", choices=["world", "scenes"], default=None,
+                        help="where to measure (default: world for the shipped baseline, scenes otherwise)")
+    parser.add_argument("--scenes", type=int, default=8)
+    parser.add_argument("--json", default=None, help="write the result here ('-' for stdout)")
+
+    def run(args):
+        from .placement import measure_profile
+
+        result = measure_profile(args.base, args.blocks, args.suite, args.scenes)
+        _emit(result, args.json)
 
     return run
 
@@ -172,6 +226,9 @@ def train_pvm(parser: argparse.ArgumentParser):
     parser.add_argument("--init", help="stage 2: adapter to start from (directory or shipped name)")
     parser.add_argument("--preset", help="PVM preset (qwen3-vl-8b, qwen3-vl-4b); default: scaled to the base")
     parser.add_argument("--layers", type=_ints, help="decoder layers, e.g. 2,3")
+    parser.add_argument("--placement", choices=["strided", "peak", "decay"], default=None,
+                        help="choose the layers by the paper's strategy from the base's measured attention profile")
+    parser.add_argument("--blocks", type=int, default=2, help="PVM layers when --layers is not given")
     parser.add_argument("--block", choices=["pvm", "mlp"], default="pvm", help="mlp = iso-parameter control")
     parser.add_argument("--visual-source", default="embeddings", help="embeddings | hidden:<layer>")
     parser.add_argument("--data", help="SFT data file (.json/.jsonl/.parquet); default: the painter world")
@@ -179,6 +236,10 @@ def train_pvm(parser: argparse.ArgumentParser):
     parser.add_argument("--max-gap", type=int, default=None,
                         help="world answers with 0..N filler tokens per step (default: the base's own range)")
     parser.add_argument("--fillers", help="world filler kinds, e.g. said or said,count (default: the base's own)")
+    parser.add_argument("--loss-on", choices=["claims", "answer"], default=None,
+                        help="stage 1 loss: the world's grounded claims (world default) or every answer token (--data)")
+    parser.add_argument("--backbone-visual-dropout", type=float, default=0.0, metavar="P",
+                        help="stage 1: in this share of training requests only PVM sees the image")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--grad-accum", type=int, default=1)

@@ -31,12 +31,18 @@ def _check_model_dir(path: Path) -> None:
         )
 
 
-def load_base(path=None, attn_implementation: str = "eager", dtype=torch.float32):
-    """(model, processor) in eval mode, from a local directory; `None` = the shipped baseline."""
+def _auto_processor(path: Path):
+    return AutoProcessor.from_pretrained(path, local_files_only=True)
+
+
+def load_base(path=None, attn_implementation: str = "eager", dtype=torch.float32, load_processor=_auto_processor):
+    """(model, processor) in eval mode, from a local directory; `None` = the shipped baseline.
+
+    `load_processor(path)` builds the processor (default: AutoProcessor)."""
     path = Path(path) if path else BASELINE_DIR
     _check_model_dir(path)
+    processor = load_processor(path)
     model = AutoModelForImageTextToText.from_pretrained(
         path, attn_implementation=attn_implementation, dtype=dtype, local_files_only=True
     )
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     return model.eval(), processor

@@ -2,23 +2,32 @@
 
 Nothing here downloads anything. `tiny_model(arch)` builds a few-hundred-k-parameter model of the
 real `transformers` class; `fake_request` builds the inputs its processor would produce for random
-images (image placeholder tokens, pixel values, grids, left padding).
+images (image placeholder tokens, pixel values, grids, left padding); `save_tiny_checkpoint(arch, dir)`
+writes a tiny random model plus a locally built processor as a local Hugging Face directory, laid out
+like a real checkpoint, so `--base DIR` can be exercised end to end.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
+    PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
 )
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.llava.processing_llava import LlavaProcessor
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 VOCAB = 128
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END, PAD = 120, 121, 122, 123, 0
@@ -160,3 +169,93 @@ def fake_request(model, images: list[Image | None], prompt_len: int = 6, seed: i
     if not is_llava:
         batch["mm_token_type_ids"] = torch.tensor([[0] * (width - len(t)) + t for t in types])
     return batch
+
+
+# ---- tiny checkpoints on disk ----------------------------------------------------------------------
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>", "<unk>"]
+_LLAVA_SPECIALS = ["<pad>", "<s>", "</s>", "<image>", "<unk>"]
+_PROCESSOR_CLASS = {"qwen3_vl": "Qwen3VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "llava": "LlavaProcessor"}
+_TINY_IMAGE_PX = 64  # Qwen: every image resized to ~64x64 -> 8x8 patches of 8 px -> 16 merged tokens
+
+
+def _chat_template(image: str, end: str) -> str:
+    """A ChatML-like template; each image content item becomes `image` (the placeholder run)."""
+    return (
+        "{% for m in messages %}<|im_start|> {{ m['role'] }} "
+        "{% if m['content'] is string %}{{ m['content'] }} {% else %}{% for c in m['content'] %}"
+        f"{{% if c['type'] == 'image' %}}{image} {{% else %}}{{{{ c['text'] }}}} {{% endif %}}{{% endfor %}}{{% endif %}}"
+        f"{end} {{% endfor %}}{{% if add_generation_prompt %}}<|im_start|> assistant {{% endif %}}"
+    )
+
+
+def tiny_tokenizer(arch: str, words) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer (whitespace split): the backbone's special tokens, then `words`."""
+    specials = _LLAVA_SPECIALS + ["<|im_start|>"] if arch == "llava" else _QWEN_SPECIALS
+    vocab = {t: i for i, t in enumerate(dict.fromkeys([*specials, "user", "assistant", *words]))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    if arch == "llava":
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                      unk_token="<unk>", extra_special_tokens=["<image>", "<|im_start|>"])
+        tok.chat_template = _chat_template("<image>", "</s>")
+    else:
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                                      unk_token="<unk>", extra_special_tokens=_QWEN_SPECIALS[1:7])
+        tok.chat_template = _chat_template("<|vision_start|><|image_pad|><|vision_end|>", "<|im_end|>")
+    tok.padding_side = "left"
+    return tok
+
+
+def _tiny_image_processor(arch: str):
+    if arch == "llava":
+        side = tiny_config("llava").vision_config.image_size
+        return CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    pixels = _TINY_IMAGE_PX * _TINY_IMAGE_PX
+    return Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                    size={"shortest_edge": pixels, "longest_edge": pixels})
+
+
+def _config_for_tokenizer(arch: str, tok: PreTrainedTokenizerFast):
+    """tiny_config(arch) with the vocabulary and special-token ids of `tok`."""
+    config = tiny_config(arch)
+    text = config.get_text_config()
+    text.vocab_size = len(tok)
+    text.pad_token_id, text.eos_token_id, text.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
+    names = {"image_token_id": "<image>"} if arch == "llava" else {
+        "image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+        "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+    for attr, token in names.items():
+        setattr(config, attr, tok.convert_tokens_to_ids(token))
+    return config
+
+
+def _save_processor(arch: str, tok: PreTrainedTokenizerFast, directory: Path) -> None:
+    """Processor files as a real checkpoint ships them. Qwen processors cannot be built without a video
+    processor (torchvision), so their parts are saved one by one and named by `processor_class`."""
+    image_processor = _tiny_image_processor(arch)
+    if arch == "llava":
+        vision = tiny_config("llava").vision_config
+        LlavaProcessor(image_processor, tok, patch_size=vision.patch_size, vision_feature_select_strategy="default",
+                       num_additional_image_tokens=1, chat_template=tok.chat_template).save_pretrained(directory)
+        return
+    tok.save_pretrained(directory)
+    image_processor.save_pretrained(directory)
+    config_path = directory / "preprocessor_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "processor_class": _PROCESSOR_CLASS[arch]}, indent=2))
+
+
+def save_tiny_checkpoint(arch: str, directory, words=(), seed: int = 0) -> Path:
+    """Write a tiny random `arch` model and its processor to `directory` (a local HF checkpoint).
+
+    words: the tokenizer's vocabulary besides the special tokens (decoded random output is made of them)."""
+    directory = Path(directory)
+    tok = tiny_tokenizer(arch, words)
+    torch.manual_seed(seed)
+    model = _CLASSES[arch](_config_for_tokenizer(arch, tok)).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(directory)
+    _save_processor(arch, tok, directory)
+    return directory

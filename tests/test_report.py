@@ -41,3 +41,16 @@ def test_report_writes_html_metrics_and_figures(tmp_path, adapter):
     assert "<script src=" not in page and "<link" not in page  # offline: nothing loaded from elsewhere
     assert page.count("Plotly.newPlot") == 2 and "data:image/png;base64," in page
     assert "NOT shown" in page and "the paper's numbers" in page.lower()
+
+
+def test_claim_mass_skips_a_claim_cut_off_at_the_budget():
+    import numpy as np
+
+    from pvm_probe.report.collect import claim_mass_by_quarter
+
+    tokens = ["p0", "r0c0", "red", "circle", "p1", "r0c1", "blue", "star", "p2", "r0c2"]  # p2's colour never came
+    image = np.arange(2 * len(tokens), dtype=float).reshape(1, 2, len(tokens))  # [B=1, L=2, T]
+    mass = claim_mass_by_quarter(image, [tokens])  # [1, 4, 2]
+    np.testing.assert_allclose(mass[0, 0], image[0, :, 2])  # rows 2 and 6 predict the two colours
+    np.testing.assert_allclose(mass[0, 1], image[0, :, 6])
+    assert np.isnan(mass[0, 2:]).all()

@@ -75,3 +75,56 @@ def test_stage1_trains_pvm_only_and_saves_the_adapter(tmp_path, processor):
     handle.remove()
     reloaded = load_pvm(model, tmp_path / "out").state_dict()
     assert all(torch.equal(trained[k], reloaded[k]) for k in trained)
+
+
+def test_claims_collator_labels_exactly_the_grounded_claims(processor):
+    """Reference: the world's own answer, where the claims are the colour and shape after each cell."""
+    from pvm_probe.train.world_data import ClaimsCollator, WorldSFTDataset
+    from pvm_probe.world.scenes import COLOURS, SHAPES
+
+    dataset = WorldSFTDataset(processor, 2, gaps=(8,), fillers=("said",))
+    batch = ClaimsCollator(processor)([dataset[0], dataset[1]])
+    for row, i in enumerate((0, 1)):
+        answer = dataset.examples[i].answer
+        steps = [k for k, t in enumerate(answer) if t.startswith("p")]
+        expected = [answer[k + j] for k in steps for j in (2, 3)]  # p CELL COLOUR SHAPE
+        labels = batch["labels"][row]
+        got = processor.tokenizer.convert_ids_to_tokens(labels[labels != -100].tolist())
+        assert got == expected and len(got) == 32
+        assert set(got[0::2]) <= set(COLOURS) and set(got[1::2]) <= set(SHAPES)
+    decoys = [t for t in dataset.examples[0].answer if t in COLOURS]
+    assert len(decoys) > 16  # the decoy triplets also name colours, and none of them is labelled
+
+
+def test_backbone_visual_dropout_hides_the_image_from_the_backbone_only(qwen3_pvm):
+    """Reference: Hugging Face's own forward with the image embeddings zeroed by hand (no hooks)."""
+    from pvm_probe.train.sft import BackboneVisualDropout
+    from pvm_probe.zoo import Image, fake_request
+
+    model, handle = qwen3_pvm
+    batch = fake_request(model, [Image(4, 4), Image(4, 4)])
+    visual = batch["input_ids"] == model.config.image_token_id  # [B, T]
+    with torch.no_grad(), handle.gates_off():
+        embeds = model.model.get_input_embeddings()(batch["input_ids"])
+        image = model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
+        image = torch.cat(image.pooler_output if hasattr(image, "pooler_output") else image)
+        seen = embeds.masked_scatter(visual[..., None], image)
+        blind = seen.masked_fill(visual[..., None], 0.0)
+        positions, _ = model.model.get_rope_index(batch["input_ids"], batch["mm_token_type_ids"],
+                                                  batch["image_grid_thw"], attention_mask=batch["attention_mask"])
+        plain = {"attention_mask": batch["attention_mask"], "position_ids": positions}
+        ref_seen = model(inputs_embeds=seen, **plain).logits
+        ref_blind = model(inputs_embeds=blind, **plain).logits
+        model.train()
+        with BackboneVisualDropout(handle, p=0.999, seed=0):
+            dropped = model(**batch).logits
+            captured = handle.memory.tokens.clone()
+        model.eval()
+        with BackboneVisualDropout(handle, p=0.999, seed=0):
+            evaluated = model(**batch).logits
+    torch.testing.assert_close(dropped, ref_blind, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(evaluated, ref_seen, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(ref_blind, ref_seen, atol=1e-3)
+    torch.testing.assert_close(captured, image.view(2, -1, image.shape[-1]))  # PVM still reads the image
+    with pytest.raises(ValueError, match="dropout"):
+        BackboneVisualDropout(handle, p=1.0)

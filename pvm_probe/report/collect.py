@@ -32,6 +32,18 @@ def _claim_rows(tokens: list[str]) -> list[int]:
     return [pos for pos, *_ in parse_claims(tokens)]
 
 
+def claim_mass_by_quarter(image: np.ndarray, tokens: list[list[str]]) -> np.ndarray:
+    """image [B, L, T] image share per generated row -> [B, 4, L] mean over the claim-predicting rows of each
+    quarter of the claims (NaN: no claim there). A claim cut off at the token budget has no row."""
+    out = np.full((image.shape[0], 4, image.shape[1]), np.nan)
+    for b, t in enumerate(tokens):
+        claim_rows = [r for r in _claim_rows(t) if r < image.shape[2]]
+        for q, rows in enumerate(np.array_split(claim_rows, 4)):
+            if len(rows):
+                out[b, q] = image[b][:, rows].mean(1)
+    return out
+
+
 def _nan_to_none(array: np.ndarray) -> list:
     return [[None if np.isnan(v) else float(v) for v in row] for row in array]
 
@@ -51,11 +63,7 @@ def probe_model(model, processor, handle, scenes: int) -> dict:
               for row in out[:, inputs["input_ids"].shape[1]:]]
     image = mass.result.segment("image").mean(2)  # [B, L, T] image share, mean over heads
     by_layer = image.mean(0)  # [L, T]
-    claim_mass = np.full((len(tokens), 4, image.shape[1]), np.nan)  # [B, 4, L]; NaN: no claim in that quarter
-    for b, t in enumerate(tokens):
-        for q, rows in enumerate(np.array_split(_claim_rows(t), 4)):
-            if len(rows):
-                claim_mass[b, q] = image[b][:, rows].mean(1)
+    claim_mass = claim_mass_by_quarter(image, tokens)  # [B, 4, L]
     data = {
         "mass_by_layer": by_layer.tolist(),
         "claim_mass_by_quarter": _nan_to_none(np.nanmean(claim_mass, axis=0).T),  # [L, 4]

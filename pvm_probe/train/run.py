@@ -14,10 +14,11 @@ from ..checkpoints import load_pvm
 from ..config import PVMConfig
 from ..inject import attach_pvm
 from ..loading import BASELINE_DIR, load_base
+from ..placement import place, profile_of
 from .data import RecordDataset, SFTCollator, load_records
 from .grpo import StageIIConfig, train_stage2
 from .sft import StageIConfig, train_stage1
-from .world_data import WorldSFTDataset, format_and_accuracy_rewards, world_prompts
+from .world_data import ClaimsCollator, WorldSFTDataset, format_and_accuracy_rewards, world_prompts
 
 TRAIN_INFO = "train_info.json"
 
@@ -34,25 +35,40 @@ def world_distribution(base_dir: Path, max_gap: int | None = None, fillers: str 
     return {"gaps": gaps, "fillers": kinds, "passes": tuple(info["passes"])}
 
 
-def pvm_config(args, model) -> PVMConfig:
+def pvm_config(args, model, processor) -> PVMConfig:
     overrides = {"block": args.block, "visual_source": args.visual_source}
+    if args.layers and args.placement:
+        raise ValueError("give --layers or --placement, not both")
     if args.layers:
         overrides["layers"] = args.layers
+    if args.placement:  # the paper's strategies, from this base's own measured attention profile
+        suite = "scenes" if args.data else "world"
+        overrides["layers"] = place(args.placement, profile_of(model, processor, suite), args.blocks)
     if args.preset:
         return PVMConfig.preset(args.preset, **overrides)
-    return PVMConfig.for_model(text_config(model).hidden_size, len(decoder_layers(model)), n_blocks=2, **overrides)
+    return PVMConfig.for_model(text_config(model).hidden_size, len(decoder_layers(model)), n_blocks=args.blocks,
+                               **overrides)
+
+
+def _stage1_data(args, processor, base_dir):
+    """(dataset, collator): a data file with loss on the whole answer, or the painter world with loss on
+    its grounded claims (default) or on the whole answer (`--loss-on answer`)."""
+    if args.data:
+        if args.loss_on == "claims":
+            raise ValueError("--loss-on claims needs the painter world's claim format: drop --data or use --loss-on answer")
+        return RecordDataset(load_records(args.data)), SFTCollator(processor)
+    n = args.examples or args.steps * args.batch_size * args.grad_accum
+    dataset = WorldSFTDataset(processor, n, seed=args.seed + 1, **world_distribution(base_dir, args.max_gap, args.fillers))
+    return dataset, (SFTCollator if args.loss_on == "answer" else ClaimsCollator)(processor)
 
 
 def _stage1(args, model, processor, handle, base_dir, provenance):
-    if args.data:
-        dataset = RecordDataset(load_records(args.data))
-    else:
-        n = args.examples or args.steps * args.batch_size * args.grad_accum
-        dataset = WorldSFTDataset(processor, n, seed=args.seed + 1, **world_distribution(base_dir, args.max_gap, args.fillers))
+    dataset, collator = _stage1_data(args, processor, base_dir)
     cfg = StageIConfig(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                        lr=args.lr or 1e-4, warmup_steps=args.warmup, seed=args.seed,
-                       logging_steps=args.log_every, train_backbone=args.train_backbone)
-    return train_stage1(model, handle, dataset, SFTCollator(processor), args.out, cfg, provenance)
+                       logging_steps=args.log_every, train_backbone=args.train_backbone,
+                       backbone_visual_dropout=args.backbone_visual_dropout)
+    return train_stage1(model, handle, dataset, collator, args.out, cfg, provenance)
 
 
 def _stage2(args, model, processor, handle, base_dir, provenance):
@@ -76,7 +92,7 @@ def train_pvm_command(args) -> list[dict]:
     if args.stage == 2 and args.init:
         handle = load_pvm(model, args.init)
     else:
-        handle = attach_pvm(model, pvm_config(args, model))
+        handle = attach_pvm(model, pvm_config(args, model, processor))
     provenance = {"base": str(base_dir), "data": args.data or "painter world",
                   "command": "pvm-probe " + " ".join(args.argv), "init": args.init}
     stage = _stage1 if args.stage == 1 else _stage2

@@ -36,6 +36,7 @@ class StageIConfig:
     seed: int = 0
     logging_steps: int = 10
     train_backbone: bool = False  # True: the language model trains too (vision tower stays frozen)
+    backbone_visual_dropout: float = 0.0  # share of training requests whose image only PVM sees
 
 
 def answer_token_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
@@ -49,6 +50,42 @@ def answer_token_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) ->
                             reduction="sum")
     count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
     return total / count
+
+
+class BackboneVisualDropout:
+    """Stage I augmentation: in a random share `p` of training requests the backbone's image embeddings are
+    zeroed *after* PVM has captured them, so in those requests the image reaches the answer only through
+    PVM. Without it a frozen backbone already carries the image to every claim, and PVM has no reason to
+    learn retrieval (it learns text-side corrections an MLP can learn too). Active only in training mode;
+    evaluation and generation see the image as usual. With `visual_source hidden:K` PVM reads the blinded
+    backbone's states, so the processed-states control gets no image in those requests either."""
+
+    def __init__(self, handle: PVMHandle, p: float, seed: int = 0):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"backbone visual dropout must be in [0, 1), got {p}")
+        self.handle, self.p = handle, p
+        self.generator = torch.Generator().manual_seed(seed)
+        self._hook = None
+
+    def __enter__(self):
+        if self.p > 0:
+            target = get_module(self.handle.model, hook_sites(self.handle.model).language_model)
+            self._hook = target.register_forward_pre_hook(self._blind, with_kwargs=True)  # after PVM's capture hook
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _blind(self, module, args, kwargs):
+        visual = self.handle.memory.visual_mask  # [B, T]
+        embeds = kwargs.get("inputs_embeds")
+        if not module.training or visual is None or embeds is None or not visual.any():
+            return None
+        rows = torch.rand(embeds.shape[0], generator=self.generator) < self.p  # [B]
+        hidden = (visual & rows[:, None].to(visual.device))[..., None]  # [B, T, 1]
+        return args, {**kwargs, "inputs_embeds": embeds.masked_fill(hidden, 0.0)}
 
 
 class AdapterSaving:
@@ -115,4 +152,5 @@ def train_stage1(model, handle: PVMHandle, dataset, collator, out_dir, cfg: Stag
     trainer = AdapterTrainer(model=model, args=training_arguments(cfg), train_dataset=dataset,
                              data_collator=collator, compute_loss_func=answer_token_loss,
                              handle=handle, provenance=provenance)
-    return run_and_save(trainer, out_dir)
+    with BackboneVisualDropout(handle, cfg.backbone_visual_dropout, cfg.seed):
+        return run_and_save(trainer, out_dir)

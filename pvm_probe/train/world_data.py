@@ -10,8 +10,9 @@ import torch
 
 from ..world import EVAL_SEED_BASE, PaintSpec, make_scene, render, score_answer
 from ..world.data import CurriculumDataset
-from ..world.task import N_ORDERS, UNIT
-from .data import Record
+from ..world.scenes import N_CELLS
+from ..world.task import MAX_PASSES, N_ORDERS, UNIT
+from .data import Record, SFTCollator
 
 FORMAT_WEIGHT, ACCURACY_WEIGHT = 0.1, 0.9
 
@@ -35,6 +36,32 @@ class WorldSFTDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Record:
         example = self.examples[i]
         return Record(example.spec.prompt_text(), " ".join(example.answer), [example.image])
+
+
+class ClaimsCollator(SFTCollator):
+    """Labels on the grounded claims only: the colour and shape after each step's cell
+    (``p{i} CELL COLOUR SHAPE``). Every other answer token -- steps, cells, counters, decoy
+    triplets -- follows from the text alone, and in answers longer than the base's it is text the base
+    never produced, which would otherwise dominate the loss."""
+
+    def __init__(self, processor, max_length: int | None = None):
+        super().__init__(processor, max_length)
+        steps = [f"p{i}" for i in range(N_CELLS * MAX_PASSES)]
+        self.step_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(steps))
+
+    def claim_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] True at colour (step + 2) and shape (step + 3) tokens."""
+        is_step = torch.isin(input_ids, self.step_ids)  # [B, T]
+        claim = torch.zeros_like(is_step)
+        claim[:, 2:] |= is_step[:, :-2]
+        claim[:, 3:] |= is_step[:, :-3]
+        return claim
+
+    def __call__(self, records: list[Record]) -> dict:
+        batch = super().__call__(records)
+        keep = self.claim_mask(batch["input_ids"]) & (batch["labels"] != -100)
+        batch["labels"] = torch.where(keep, batch["labels"], -100)
+        return batch
 
 
 def world_prompts(n: int, seed: int = 0, gaps=(8,), fillers=("count",), passes=(1,)) -> list[dict]:

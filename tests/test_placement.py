@@ -1,0 +1,79 @@
+"""The paper's insertion strategies on profiles whose answer is known by construction, and on a real
+measured profile (the streaming probe, itself checked against eager attention in the probe tests)."""
+
+import numpy as np
+import pytest
+
+from pvm_probe.placement import all_placements, max_decay, measure_mass, peak_attention, place, strided
+from pvm_probe.zoo import Image, fake_request, tiny_model
+
+
+def _profile(levels, decays, t=64):
+    """[L, T] hyperbolic dilution a / (1 + k t) per layer: `levels` set the mass, `decays` its fall."""
+    steps = np.arange(t)
+    return np.stack([a / (1 + k * steps) for a, k in zip(levels, decays, strict=True)])
+
+
+def test_strategies_pick_the_constructed_layers():
+    mass = _profile(levels=[.1, .5, .4, .1, .2, .1], decays=[.0, .01, .02, .5, .3, .0])
+    assert peak_attention(mass, 2) == (1, 2)
+    assert max_decay(mass, 2) == (3, 4)
+    assert strided(36, 3) == (8, 16, 24)  # the paper's layers for Qwen3-VL-8B
+    assert all_placements(mass, 2) == {"strided": strided(6, 2), "peak": (1, 2), "decay": (3, 4)}
+
+
+def test_max_decay_is_scale_free_and_ignores_ended_rows():
+    mass = _profile(levels=[1.0, .01], decays=[.05, .05])
+    assert np.isclose(*(1 - mass[:, -16:].mean(1) / mass[:, :16].mean(1)))  # same rate at any level
+    ragged = _profile(levels=[.1, .5], decays=[.3, .01])
+    ragged[0, 60:] = np.nan  # positions no request reached in this layer's mean
+    assert max_decay(ragged, 1) == (0,) and peak_attention(ragged, 1) == (1,)
+
+
+@pytest.mark.parametrize("bad, message", [("middle", "unknown placement"), (None, "cannot place")])
+def test_bad_requests_name_the_problem(bad, message):
+    mass = _profile([.1, .2], [.1, .1])
+    with pytest.raises(ValueError, match=message):
+        place(bad or "peak", mass, 1 if bad else 3)
+    with pytest.raises(ValueError, match="at least 4 positions"):
+        place("peak", mass[:, :2], 1)
+
+
+def test_measured_profile_of_a_real_class():
+    model = tiny_model("qwen3_vl")
+    inputs = fake_request(model, [Image(4, 4), Image(4, 4)])
+    mass = measure_mass(model, inputs, new_tokens=8)  # [L, T]
+    assert mass.shape == (4, 8) and np.all((mass > 0) & (mass < 1))
+    layers = all_placements(mass, 2)
+    assert all(len(v) == 2 and all(0 <= i < 4 for i in v) for v in layers.values())
+
+
+def test_placement_command_on_a_local_checkpoint(tmp_path, capsys):
+    import json
+
+    from pvm_probe.cli import main
+    from pvm_probe.zoo import save_tiny_checkpoint
+
+    save_tiny_checkpoint("llava", tmp_path / "llava")
+    assert main(["placement", "--base", str(tmp_path / "llava"), "--blocks", "1", "--scenes", "2",
+                 "--json", str(tmp_path / "p.json")]) == 0
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert result["suite"] == "scenes" and set(result["layers"]) == {"strided", "peak", "decay"}
+    mass = np.array(result["mean_mass"])
+    assert result["layers"]["peak"] == [int(mass.argmax())]
+    assert main(["placement", "--base", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_train_pvm_places_blocks_by_the_measured_profile(tmp_path):
+    from pvm_probe.checkpoints import read_adapter_meta
+    from pvm_probe.cli import main
+    from pvm_probe.loading import load_base
+    from pvm_probe.placement import world_mass
+
+    model, processor = load_base()
+    expected = peak_attention(world_mass(model, processor), 1)
+    common = ["--steps", "1", "--examples", "2", "--batch-size", "2", "--blocks", "1", "--warmup", "0"]
+    assert main(["train-pvm", "--out", str(tmp_path / "peak"), "--placement", "peak", *common]) == 0
+    assert tuple(read_adapter_meta(tmp_path / "peak")["pvm"]["layers"]) == expected
+    assert main(["train-pvm", "--out", str(tmp_path / "both"), "--placement", "peak", "--layers", "1", *common]) == 2
