@@ -10,6 +10,7 @@ writes figures/controls.json and figures/controls_{in,beyond}.{png,svg}.
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 from figure_common import save_figure
@@ -39,12 +40,8 @@ SETTINGS = {  # name -> (length, forced)
 def paint_row(model, processor, options: dict, length, forced: bool, scenes: int) -> dict:
     options = dict(options)
     adapter = options.pop("pvm", None)
-    handle = load_pvm(model, adapter) if adapter else None
-    try:
+    with load_pvm(model, adapter) if adapter else nullcontext() as handle:  # the handle removes its hooks on exit
         result = paint_with_controls(model, processor, handle, scenes=scenes, length=length, forced=forced, **options)
-    finally:
-        if handle:
-            handle.remove()
     return {k: result[k] for k in ("accuracy", "accuracy_by_quartile", "answer_tokens", "length", "n_scenes")}
 
 

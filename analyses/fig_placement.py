@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from contextlib import nullcontext
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -84,8 +85,7 @@ def paint_all(model, processor, adapters: dict, scenes: int) -> dict:
     table = {}
     for setting, (length, forced) in SETTINGS.items():
         for name, adapter in tqdm(adapters.items(), desc=setting):
-            handle = load_pvm(model, adapter) if adapter else None
-            try:
+            with load_pvm(model, adapter) if adapter else nullcontext() as handle:
                 row = {k: v for k, v in paint_with_controls(model, processor, handle, scenes=scenes, length=length,
                                                             forced=forced).items()
                        if k in ("accuracy", "accuracy_by_quartile")}
@@ -93,9 +93,6 @@ def paint_all(model, processor, adapters: dict, scenes: int) -> dict:
                     row["accuracy_by_quartile_swapped"] = paint_with_controls(
                         model, processor, handle, scenes=scenes, length=length, forced=forced,
                         swap_pvm_image=True)["accuracy_by_quartile"]
-            finally:
-                if handle:
-                    handle.remove()
             table.setdefault(setting, {})[name] = row
     return table
 

@@ -28,9 +28,8 @@ def probe_models(args) -> dict:
     model, processor = load_base()
     results = {"baseline": probe_model(model, processor, None, args.scenes)}
     if (SHIPPED_ADAPTERS / args.adapter).is_dir() or Path(args.adapter).is_dir():
-        handle = load_pvm(model, args.adapter)
-        results[args.adapter] = probe_model(model, processor, handle, args.scenes)
-        handle.remove()
+        with load_pvm(model, args.adapter) as handle:
+            results[args.adapter] = probe_model(model, processor, handle, args.scenes)
     return results
 
 

@@ -91,15 +91,7 @@ def paint(parser: argparse.ArgumentParser):
 
         args.max_new_tokens = args.max_new_tokens or 1024
         args.dtype = args.dtype or "auto"
-        result = run_scenes(args)
-        if args.json == "-":
-            print(json.dumps(result, indent=2))
-            return
-        print(format_table(result))
-        if args.json:
-            from .io import atomic_write_json
-
-            atomic_write_json(args.json, result)
+        _emit(run_scenes(args), args.json, show=format_table)
 
     return run
 
@@ -131,17 +123,7 @@ def probe(parser: argparse.ArgumentParser):
         model, processor = load_base(args.base)
         handle = load_pvm(model, args.pvm) if args.pvm else None
         result = probe_model(model, processor, handle, args.scenes)
-        headline = {"claim_mass_by_quarter": result["claim_mass_by_quarter"],
-                    "dilution_plateau": result["dilution"]["plateau"], "dilution_break_t": result["dilution"]["break_t"],
-                    "convergence_layer_mean": result["convergence_layer_mean"]}
-        if args.json == "-":
-            print(json.dumps(result))
-            return
-        print(json.dumps(headline, indent=2))
-        if args.json:
-            from .io import atomic_write_json
-
-            atomic_write_json(args.json, result)
+        _emit(result, args.json, show=_probe_headline)
 
     return run
 
@@ -197,14 +179,26 @@ def train_base(parser: argparse.ArgumentParser):
     return run
 
 
-def _emit(result: dict, destination: str | None) -> None:
+def _summary(result: dict) -> str:
+    """The result as JSON without its per-claim and per-scene rows."""
+    return json.dumps({k: v for k, v in result.items() if k not in ("claims", "scenes")}, indent=2)
+
+
+def _probe_headline(result: dict) -> str:
+    return json.dumps({"claim_mass_by_quarter": result["claim_mass_by_quarter"],
+                       "dilution_plateau": result["dilution"]["plateau"],
+                       "dilution_break_t": result["dilution"]["break_t"],
+                       "convergence_layer_mean": result["convergence_layer_mean"]}, indent=2)
+
+
+def _emit(result: dict, destination: str | None, show=_summary) -> None:
+    """`-`: the whole result as JSON on stdout; otherwise print `show(result)` and write the file if asked."""
     from .io import atomic_write_json
 
-    summary = {k: v for k, v in result.items() if k not in ("claims", "scenes")}
     if destination == "-":
         print(json.dumps(result, indent=2))
         return
-    print(json.dumps(summary, indent=2))
+    print(show(result))
     if destination:
         atomic_write_json(destination, result)
 

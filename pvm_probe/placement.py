@@ -19,7 +19,7 @@ import torch
 
 from .config import strided_layers
 from .probes import VisualAttentionMass
-from .world.paint import DEFAULT_FILLER, DEFAULT_LONG, eval_examples
+from .world.paint import DEFAULT_FILLER, DEFAULT_LONG, eval_examples, prompt_inputs
 
 STRATEGIES = ("strided", "peak", "decay")
 
@@ -91,22 +91,16 @@ def measure_mass(model, inputs: dict, new_tokens: int) -> np.ndarray:
 def world_mass(model, processor, scenes: int = 16) -> np.ndarray:
     """The profile on held-out painter-world scenes at the default long setting."""
     examples = eval_examples(processor, scenes=scenes, seed=2, length=DEFAULT_LONG, filler=DEFAULT_FILLER)
-    inputs = processor(text=[e.prompt for e in examples], images=[e.image for e in examples],
-                       return_tensors="pt", padding=True)
-    return measure_mass(model, dict(inputs), len(examples[0].answer) + 1)
+    return measure_mass(model, dict(prompt_inputs(processor, examples)), len(examples[0].answer) + 1)
 
 
 def scenes_mass(model, processor, scenes: int = 8, new_tokens: int = 256, image_size: int = 448) -> np.ndarray:
     """The profile of any local VLM on held-out generated scenes, under the scenes suite's prompt."""
     from .painter.scenes import make_scene, render, scene_seeds
-    from .painter.scenes.generate import conversation
+    from .painter.scenes.generate import chat_inputs
 
     images = [render(make_scene(s), image_size) for s in scene_seeds(scenes, seed=2)]
-    processor.tokenizer.padding_side = "left"
-    inputs = processor.apply_chat_template([conversation(image) for image in images], add_generation_prompt=True,
-                                           tokenize=True, return_dict=True, return_tensors="pt",
-                                           processor_kwargs={"padding": True}).to(model.device)
-    return measure_mass(model, dict(inputs), new_tokens)
+    return measure_mass(model, dict(chat_inputs(processor, images).to(model.device)), new_tokens)
 
 
 def layer_scores(mass: np.ndarray) -> dict[str, list[float]]:

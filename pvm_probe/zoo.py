@@ -29,6 +29,8 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from transformers.models.llava.processing_llava import LlavaProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from .world.processor import CHAT_TEMPLATE, chat_template
+
 VOCAB = 128
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END, PAD = 120, 121, 122, 123, 0
 
@@ -179,16 +181,6 @@ _PROCESSOR_CLASS = {"qwen3_vl": "Qwen3VLProcessor", "qwen2_5_vl": "Qwen2_5_VLPro
 _TINY_IMAGE_PX = 64  # Qwen: every image resized to ~64x64 -> 8x8 patches of 8 px -> 16 merged tokens
 
 
-def _chat_template(image: str, end: str) -> str:
-    """A ChatML-like template; each image content item becomes `image` (the placeholder run)."""
-    return (
-        "{% for m in messages %}<|im_start|> {{ m['role'] }} "
-        "{% if m['content'] is string %}{{ m['content'] }} {% else %}{% for c in m['content'] %}"
-        f"{{% if c['type'] == 'image' %}}{image} {{% else %}}{{{{ c['text'] }}}} {{% endif %}}{{% endfor %}}{{% endif %}}"
-        f"{end} {{% endfor %}}{{% if add_generation_prompt %}}<|im_start|> assistant {{% endif %}}"
-    )
-
-
 def tiny_tokenizer(arch: str, words) -> PreTrainedTokenizerFast:
     """Word-level tokenizer (whitespace split): the backbone's special tokens, then `words`."""
     specials = _LLAVA_SPECIALS + ["<|im_start|>"] if arch == "llava" else _QWEN_SPECIALS
@@ -198,11 +190,11 @@ def tiny_tokenizer(arch: str, words) -> PreTrainedTokenizerFast:
     if arch == "llava":
         tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                                       unk_token="<unk>", extra_special_tokens=["<image>", "<|im_start|>"])
-        tok.chat_template = _chat_template("<image>", "</s>")
+        tok.chat_template = chat_template("<image>", "</s>")
     else:
         tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|endoftext|>", eos_token="<|im_end|>",
                                       unk_token="<unk>", extra_special_tokens=_QWEN_SPECIALS[1:7])
-        tok.chat_template = _chat_template("<|vision_start|><|image_pad|><|vision_end|>", "<|im_end|>")
+        tok.chat_template = CHAT_TEMPLATE
     tok.padding_side = "left"
     return tok
 

@@ -3,9 +3,11 @@ measured profile (the streaming probe, itself checked against eager attention in
 
 import numpy as np
 import pytest
+import torch
+from conftest import continuation_inputs
 
 from pvm_probe.placement import all_placements, max_decay, measure_mass, peak_attention, place, strided
-from pvm_probe.zoo import Image, fake_request, tiny_model
+from pvm_probe.zoo import IMAGE_TOKEN, Image, fake_request, tiny_model
 
 
 def _profile(levels, decays, t=64):
@@ -39,13 +41,20 @@ def test_bad_requests_name_the_problem(bad, message):
         place("peak", mass[:, :2], 1)
 
 
-def test_measured_profile_of_a_real_class():
-    model = tiny_model("qwen3_vl")
-    inputs = fake_request(model, [Image(4, 4), Image(4, 4)])
+def test_measured_profile_equals_eager_attention_weights():
+    """Reference: eager `output_attentions` of one full forward over prompt + the generated tokens."""
+    model = tiny_model("qwen3_vl", attn="eager")
+    inputs = fake_request(model, [Image(4, 4), Image(2, 4)])  # the second row is left-padded
     mass = measure_mass(model, inputs, new_tokens=8)  # [L, T]
-    assert mass.shape == (4, 8) and np.all((mass > 0) & (mass < 1))
+    with torch.no_grad():
+        sequences = model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+        full = continuation_inputs(inputs, sequences)
+        attentions = model(**full, output_attentions=True).attentions  # L x [B, H, S, S]
+    P, image = inputs["input_ids"].shape[1], (full["input_ids"] == IMAGE_TOKEN)[:, None, None, :]
+    expected = np.stack([(a[:, :, P - 1:-1] * image).sum(-1).mean((0, 1)).numpy() for a in attentions])  # [L, T]
+    np.testing.assert_allclose(mass, expected, atol=1e-5)
     layers = all_placements(mass, 2)
-    assert all(len(v) == 2 and all(0 <= i < 4 for i in v) for v in layers.values())
+    assert layers["peak"] == tuple(sorted(np.argsort(-mass.mean(1))[:2].tolist()))
 
 
 def test_placement_command_on_a_local_checkpoint(tmp_path, capsys):

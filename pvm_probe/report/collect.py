@@ -18,7 +18,7 @@ from ..checkpoints import load_pvm, read_adapter_meta, resolve_adapter
 from ..loading import BASELINE_DIR, load_base
 from ..painter import paint_with_controls
 from ..probes import LogitLens, PVMRetrieval, VisualAttentionMass, dilution_report
-from ..world.paint import DEFAULT_FILLER, DEFAULT_LONG, eval_examples
+from ..world.paint import DEFAULT_FILLER, DEFAULT_LONG, eval_examples, prompt_inputs
 from ..world.scoring import parse_claims
 
 
@@ -51,8 +51,7 @@ def _nan_to_none(array: np.ndarray) -> list:
 @torch.no_grad()
 def probe_model(model, processor, handle, scenes: int) -> dict:
     examples = eval_examples(processor, scenes=scenes, seed=1, length=DEFAULT_LONG, filler=DEFAULT_FILLER)
-    inputs = processor(text=[e.prompt for e in examples], images=[e.image for e in examples],
-                       return_tensors="pt", padding=True)
+    inputs = prompt_inputs(processor, examples)
     n_new = len(examples[0].answer) + 1
     with ExitStack() as probes:
         mass = probes.enter_context(VisualAttentionMass(model))
@@ -97,13 +96,13 @@ def collect(base=None, adapters=(), scenes: int = 64, probe_scenes: int = 8) -> 
                           "train_log": _training_log(base_dir, "log_history.json")}
     for adapter in adapters:
         directory = resolve_adapter(adapter)
-        handle = load_pvm(model, directory)
-        entry = {"paint": _paint(model, processor, handle, scenes), "probes": probe_model(model, processor, handle, probe_scenes),
-                 "meta": read_adapter_meta(directory), "train_log": _training_log(directory, "train_log.json")}
-        if entry["meta"]["pvm"]["block"] == "pvm":
-            entry["paint_gates_off"] = _paint(model, processor, handle, scenes, gates_off=True)
-            entry["paint_swapped"] = _paint(model, processor, handle, scenes, swap_pvm_image=True)
-        handle.remove()
+        with load_pvm(model, directory) as handle:  # hooks removed on exit, also on error
+            entry = {"paint": _paint(model, processor, handle, scenes),
+                     "probes": probe_model(model, processor, handle, probe_scenes),
+                     "meta": read_adapter_meta(directory), "train_log": _training_log(directory, "train_log.json")}
+            if entry["meta"]["pvm"]["block"] == "pvm":
+                entry["paint_gates_off"] = _paint(model, processor, handle, scenes, gates_off=True)
+                entry["paint_swapped"] = _paint(model, processor, handle, scenes, swap_pvm_image=True)
         models[str(adapter)] = entry
     return {"base": str(base_dir), "setting": {"length": DEFAULT_LONG, "filler": DEFAULT_FILLER, "scenes": scenes,
                                                "probe_scenes": probe_scenes}, "models": models}

@@ -31,6 +31,12 @@ def eval_examples(processor, *, scenes: int, seed: int, length: int, filler: str
             for i in range(scenes)]
 
 
+def prompt_inputs(processor, examples) -> dict:
+    """The padded prompts of `examples` with their images: what `generate` starts from."""
+    return processor(text=[e.prompt for e in examples], images=[e.image for e in examples],
+                     return_tensors="pt", padding=True)
+
+
 @torch.no_grad()
 def generate_answers(model, processor, examples, batch_size: int = 32, progress: bool = True) -> list[list[str]]:
     """Greedy decoding with the KV cache, batched with left padding; answer tokens only."""
@@ -40,8 +46,7 @@ def generate_answers(model, processor, examples, batch_size: int = 32, progress:
     chunks = range(0, len(examples), batch_size)
     for s in tqdm(chunks, desc="paint", disable=not progress):
         batch = examples[s:s + batch_size]
-        inputs = processor(text=[e.prompt for e in batch], images=[e.image for e in batch],
-                           return_tensors="pt", padding=True)
+        inputs = prompt_inputs(processor, batch)
         max_new = max(answer_length(e.spec) for e in batch) + 8
         seq = model.generate(**inputs, max_new_tokens=max_new, do_sample=False, use_cache=True,
                              eos_token_id=eos, pad_token_id=tok.pad_token_id)     # [b, T + new]

@@ -21,14 +21,20 @@ from .task import vocabulary
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
             "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|> {{ m['role'] }} "
-    "{% if m['content'] is string %}{{ m['content'] }} "
-    "{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|> "
-    "{% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endif %}"
-    "<|im_end|> {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
-)
+
+
+def chat_template(image: str, end: str) -> str:
+    """A ChatML-like template; each image content item becomes `image` (the placeholder run), each turn
+    ends with `end`."""
+    return (
+        "{% for m in messages %}<|im_start|> {{ m['role'] }} "
+        "{% if m['content'] is string %}{{ m['content'] }} {% else %}{% for c in m['content'] %}"
+        f"{{% if c['type'] == 'image' %}}{image} {{% else %}}{{{{ c['text'] }}}} {{% endif %}}{{% endfor %}}{{% endif %}}"
+        f"{end} {{% endfor %}}{{% if add_generation_prompt %}}<|im_start|> assistant {{% endif %}}"
+    )
+
+
+CHAT_TEMPLATE = chat_template("<|vision_start|><|image_pad|><|vision_end|>", "<|im_end|>")
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:

@@ -57,13 +57,18 @@ def image_share_by_quarter(mass, lengths: list[int]) -> list[np.ndarray]:
     return out
 
 
+def chat_inputs(processor, images: list):
+    """Left-padded chat inputs, one request per image (the image, then PROMPT), ready for `generate`."""
+    processor.tokenizer.padding_side = "left"
+    return processor.apply_chat_template(
+        [conversation(image) for image in images], add_generation_prompt=True, tokenize=True,
+        return_dict=True, return_tensors="pt", processor_kwargs={"padding": True})
+
+
 @torch.no_grad()
 def generate_batch(model, processor, images: list, max_new_tokens: int, probe: bool = False) -> list[Answer]:
     """Greedy answers for one left-padded batch of images."""
-    processor.tokenizer.padding_side = "left"
-    inputs = processor.apply_chat_template(
-        [conversation(image) for image in images], add_generation_prompt=True, tokenize=True,
-        return_dict=True, return_tensors="pt", processor_kwargs={"padding": True}).to(model.device)
+    inputs = chat_inputs(processor, images).to(model.device)
     with (VisualAttentionMass(model) if probe else nullcontext()) as mass:
         sequences = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                    pad_token_id=processor.tokenizer.pad_token_id)  # [B, P + N]
