@@ -4,7 +4,8 @@ CLI     := .venv/bin/pvm-probe
 STAMP   := .venv/.installed
 OUT     ?= out/report
 ADAPTERS := pvm_probe/assets/adapters
-STAGE1  := --steps 400 --batch-size 8 --lr 3e-3 --warmup 20 --seed 0 --log-every 10 --max-gap 48 --fillers said
+STAGE1  := --steps 3000 --batch-size 8 --lr 3e-3 --warmup 20 --seed 0 --log-every 10 --fillers said \
+           --loss-on answer --backbone-visual-dropout 0.5 --alpha-init 1
 PYTEST_ARGS ?=
 
 .PHONY: install report report-check test lint bench figures adapters baseline clean
@@ -46,7 +47,7 @@ adapters: $(STAMP)
 	$(CLI) train-pvm --out $(ADAPTERS)/mlp-control --block mlp $(STAGE1)
 	$(CLI) train-pvm --out $(ADAPTERS)/processed-control --visual-source hidden:0 $(STAGE1)
 	$(CLI) train-pvm --out $(ADAPTERS)/pvm-stage2 --stage 2 --init $(ADAPTERS)/pvm-stage1 \
-		--steps 20 --batch-size 16 --num-generations 8 --lr 1e-5 --seed 0 --log-every 5 --max-gap 48 --fillers said
+		--steps 20 --batch-size 16 --num-generations 8 --lr 1e-5 --seed 0 --log-every 5 --fillers said
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,10 +1,11 @@
 """The controls table: baseline / MLP control / processed-states control / PVM I / PVM I+II / PVM with a
-swapped image / PVM gates off, Blind Painter accuracy by quarter, at the default long setting (inside the
-baseline's trained range, free generation) and at 12 decoy units per step (833 tokens: beyond the
-baseline's range, inside the adapters' `--max-gap 48`; teacher-forced text, the model writes the claims).
+swapped image / PVM gates off, Blind Painter accuracy by quarter, free generation inside the trained range:
+at the default long setting (3 decoy units per step, 257 tokens: the image leaves the baseline's attention
+window around the middle of the answer) and at the short one (no decoys, 65 tokens: the image stays in the
+window throughout, so an adapter can only lose there).
 
     python analyses/fig_controls.py [--smoke] [--scenes N]
-writes figures/controls.json and figures/controls_{in,beyond}.{png,svg}.
+writes figures/controls.json and figures/controls_{long,short}.{png,svg}.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 from contextlib import nullcontext
 from pathlib import Path
 
-from figure_common import save_figure
+from figure_common import PAINT_SETTINGS, save_figure
 from tqdm.auto import tqdm
 
 from pvm_probe.checkpoints import load_pvm
@@ -31,17 +32,13 @@ ROWS = {  # name -> paint options
     "pvm-stage2, swapped image": {"pvm": "pvm-stage2", "swap_pvm_image": True},
     "pvm-stage2, gates off": {"pvm": "pvm-stage2", "gates_off": True},
 }
-SETTINGS = {  # name -> (length, forced)
-    "in range (free)": (None, False),
-    "beyond base range (forced)": (12, True),
-}
 
 
-def paint_row(model, processor, options: dict, length, forced: bool, scenes: int) -> dict:
+def paint_row(model, processor, options: dict, length, scenes: int) -> dict:
     options = dict(options)
     adapter = options.pop("pvm", None)
     with load_pvm(model, adapter) if adapter else nullcontext() as handle:  # the handle removes its hooks on exit
-        result = paint_with_controls(model, processor, handle, scenes=scenes, length=length, forced=forced, **options)
+        result = paint_with_controls(model, processor, handle, scenes=scenes, length=length, **options)
     return {k: result[k] for k in ("accuracy", "accuracy_by_quartile", "answer_tokens", "length", "n_scenes")}
 
 
@@ -54,10 +51,9 @@ def main(argv=None) -> dict:
     scenes = 4 if args.smoke else args.scenes
     model, processor = load_base()
     table = {}
-    jobs = [(s, r) for s in SETTINGS for r in ROWS]
+    jobs = [(s, r) for s in PAINT_SETTINGS for r in ROWS]
     for setting, row in tqdm(jobs, desc="controls"):
-        length, forced = SETTINGS[setting]
-        table.setdefault(setting, {})[row] = paint_row(model, processor, ROWS[row], length, forced, scenes)
+        table.setdefault(setting, {})[row] = paint_row(model, processor, ROWS[row], PAINT_SETTINGS[setting], scenes)
     out = Path(args.out)
     atomic_write_json(out / "controls.json", table)
     for setting, rows in table.items():

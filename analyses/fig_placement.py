@@ -18,7 +18,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from figure_common import save_figure
+from figure_common import PAINT_SETTINGS, save_figure
 from tqdm.auto import tqdm
 
 from pvm_probe.checkpoints import load_pvm, read_adapter_meta
@@ -28,7 +28,6 @@ from pvm_probe.loading import load_base
 from pvm_probe.painter import paint_with_controls
 from pvm_probe.placement import all_placements, layer_scores, world_mass
 
-SETTINGS = {"in range (free)": (None, False), "beyond base range (forced)": (12, True)}
 RECIPE_FROM = "pvm-stage1"  # every run repeats this adapter's Stage I command, with its own layers
 SHIPPED = ("pvm-stage1", "processed-control")  # reused when a row is exactly their run
 PLACE_ARGS = {"--out", "--layers", "--placement", "--visual-source"}
@@ -83,16 +82,15 @@ def train(layers: tuple[int, ...], source: str, work: Path, smoke: bool) -> Path
 
 def paint_all(model, processor, adapters: dict, scenes: int) -> dict:
     table = {}
-    for setting, (length, forced) in SETTINGS.items():
+    for setting, length in PAINT_SETTINGS.items():
         for name, adapter in tqdm(adapters.items(), desc=setting):
             with load_pvm(model, adapter) if adapter else nullcontext() as handle:
-                row = {k: v for k, v in paint_with_controls(model, processor, handle, scenes=scenes, length=length,
-                                                            forced=forced).items()
+                row = {k: v for k, v in paint_with_controls(model, processor, handle, scenes=scenes,
+                                                            length=length).items()
                        if k in ("accuracy", "accuracy_by_quartile")}
                 if handle:  # the image control: PVM reads another scene's image
                     row["accuracy_by_quartile_swapped"] = paint_with_controls(
-                        model, processor, handle, scenes=scenes, length=length, forced=forced,
-                        swap_pvm_image=True)["accuracy_by_quartile"]
+                        model, processor, handle, scenes=scenes, length=length, swap_pvm_image=True)["accuracy_by_quartile"]
             table.setdefault(setting, {})[name] = row
     return table
 

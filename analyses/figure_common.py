@@ -9,6 +9,11 @@ from pvm_probe.checkpoints import SHIPPED_ADAPTERS, load_pvm
 from pvm_probe.io import atomic_write
 from pvm_probe.loading import load_base
 from pvm_probe.report.collect import probe_model
+from pvm_probe.world.paint import DEFAULT_SHORT
+
+# The two Blind Painter settings of the controls and placement figures: said units per step (None: the
+# default long setting, where the image leaves the baseline's attention window mid-answer).
+PAINT_SETTINGS = {"long (default)": None, "short (image always in the window)": DEFAULT_SHORT}
 
 
 def script_arguments(doc: str, argv, default_adapter: str) -> argparse.Namespace:

@@ -76,6 +76,11 @@ def text_config(model: nn.Module):
     return model.config.get_text_config()
 
 
+def attention_window(model: nn.Module) -> int | None:
+    """Keys a text query attends to (the latest ones), or None for full causal attention."""
+    return getattr(text_config(model), "attention_window", None)
+
+
 def visual_token_ids(model: nn.Module) -> list[int]:
     ids = (getattr(model.config, attr, None) for attr in hook_sites(model).visual_token_attrs)
     return [i for i in ids if i is not None]

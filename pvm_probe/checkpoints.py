@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbones import decoder_layers, text_config
+from .backbones import attention_window, decoder_layers, text_config
 from .config import PVMConfig
 from .inject import PVMHandle, attach_pvm
 from .io import atomic_write, atomic_write_json
@@ -42,13 +42,14 @@ def base_fingerprint(model: nn.Module) -> dict:
         "hidden_size": cfg.hidden_size,
         "num_layers": len(decoder_layers(model)),
         "vocab_size": cfg.vocab_size,
+        "attention_window": attention_window(model),
         "embedding_checksum": checksum,
     }
 
 
 def check_fingerprint(saved: dict, model: nn.Module, allow_other_weights: bool = False) -> None:
     current = base_fingerprint(model)
-    for key in ("architecture", "hidden_size", "num_layers", "vocab_size"):
+    for key in ("architecture", "hidden_size", "num_layers", "vocab_size", "attention_window"):
         if saved.get(key) != current[key]:
             raise AdapterMismatchError(
                 f"adapter was trained on a base with {key}={saved.get(key)}, this model has {current[key]}"

@@ -168,11 +168,13 @@ def train_base(parser: argparse.ArgumentParser):
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=None, help="language-model steps (default: the shipped recipe)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attention-window", type=int, default=None,
+                        help="text decoder sees only its last N tokens (the shipped baseline: 128)")
 
     def run(args):
         from .world.train_base import train_base as train
 
-        kwargs = {"seed": args.seed} | ({"steps": args.steps} if args.steps else {})
+        kwargs = {"seed": args.seed, "window": args.attention_window} | ({"steps": args.steps} if args.steps else {})
         info = train(args.out, **kwargs)
         print(json.dumps(info, indent=2))
 
@@ -225,6 +227,8 @@ def train_pvm(parser: argparse.ArgumentParser):
     parser.add_argument("--blocks", type=int, default=2, help="PVM layers when --layers is not given")
     parser.add_argument("--block", choices=["pvm", "mlp"], default="pvm", help="mlp = iso-parameter control")
     parser.add_argument("--visual-source", default="embeddings", help="embeddings | hidden:<layer>")
+    parser.add_argument("--alpha-init", type=float, default=None,
+                        help="initial gate alpha (default 0: the attached adapter leaves outputs unchanged)")
     parser.add_argument("--data", help="SFT data file (.json/.jsonl/.parquet); default: the painter world")
     parser.add_argument("--examples", type=int, default=None, help="world examples (default: steps x batch)")
     parser.add_argument("--max-gap", type=int, default=None,

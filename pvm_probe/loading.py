@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from . import world  # noqa: F401  (registers the painter world's processor with AutoProcessor)
 from .backbones import HOOK_SITES
+from .world.window import attn_implementation_for
 
 BASELINE_DIR = Path(__file__).parent / "assets" / "baseline"
 
@@ -42,7 +43,9 @@ def load_base(path=None, attn_implementation: str = "eager", dtype=torch.float32
     path = Path(path) if path else BASELINE_DIR
     _check_model_dir(path)
     processor = load_processor(path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(
-        path, attn_implementation=attn_implementation, dtype=dtype, local_files_only=True
+        path, config=config, attn_implementation=attn_implementation_for(config, attn_implementation), dtype=dtype,
+        local_files_only=True,
     )
     return model.eval(), processor

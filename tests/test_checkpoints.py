@@ -153,3 +153,12 @@ def test_save_is_atomic_when_the_write_fails(saved, monkeypatch):
         handle.save(directory)
     assert (directory / WEIGHTS_FILE).read_bytes() == good
     assert sorted(p.name for p in directory.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+
+
+def test_adapter_from_a_windowed_base_is_refused_without_the_window(saved):
+    from pvm_probe.world.window import set_attention_window
+    directory, _, _ = saved
+    windowed = tiny_model("qwen3_vl")  # same weights, but its text decoder only sees its last 8 tokens
+    set_attention_window(windowed, 8)
+    with pytest.raises(AdapterMismatchError, match="attention_window=None, this model has 8"):
+        load_pvm(windowed, directory)

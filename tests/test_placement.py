@@ -83,6 +83,7 @@ def test_train_pvm_places_blocks_by_the_measured_profile(tmp_path):
     model, processor = load_base()
     expected = peak_attention(world_mass(model, processor), 1)
     common = ["--steps", "1", "--examples", "2", "--batch-size", "2", "--blocks", "1", "--warmup", "0"]
-    assert main(["train-pvm", "--out", str(tmp_path / "peak"), "--placement", "peak", *common]) == 0
-    assert tuple(read_adapter_meta(tmp_path / "peak")["pvm"]["layers"]) == expected
+    assert main(["train-pvm", "--out", str(tmp_path / "peak"), "--placement", "peak", "--alpha-init", "0.5", *common]) == 0
+    meta = read_adapter_meta(tmp_path / "peak")["pvm"]
+    assert tuple(meta["layers"]) == expected and meta["alpha_init"] == 0.5
     assert main(["train-pvm", "--out", str(tmp_path / "both"), "--placement", "peak", "--layers", "1", *common]) == 2

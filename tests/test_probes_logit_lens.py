@@ -90,10 +90,14 @@ def test_matches_nnsight_trace_with_pvm_attached(qwen3_pvm):
     assert hook_counts(model) == before
 
 
-def test_matches_transformer_lens_bridge():
+def test_matches_transformer_lens_bridge(monkeypatch):
     """TransformerLens 4 boots LLaVA offline from a local config + tokenizer and the live HF model.
     (Its Qwen3-VL adapter needs torchvision, which this environment does not have.)"""
     pytest.importorskip("transformer_lens")
+    from transformer_lens.model_bridge.sources.transformers import helpers
+    # Without a processor in the directory TransformerLens pip-installs torchvision mid-run, which pulls a
+    # CUDA torch over the pinned CPU build of the running venv; the bridge needs no processor here.
+    monkeypatch.setattr(helpers, "_ensure_torchvision", lambda: False)
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer, PreTrainedTokenizerFast

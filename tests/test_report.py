@@ -30,17 +30,20 @@ def test_report_writes_html_metrics_and_figures(tmp_path, adapter):
     assert metrics["schema_version"] == SCHEMA_VERSION
     base, pvm = metrics["models"]["baseline"], metrics["models"][str(adapter)]
     assert len(base["accuracy_by_quartile"]) == 4 and len(base["claim_mass_by_quarter"]) == 4  # 4 layers
-    assert base["accuracy"] > 0.5  # the shipped baseline paints far above chance (1/36)
+    assert base["accuracy_by_quartile"][0] > 0.75  # far above chance (1/36) while the image is in the window
+    assert metrics["setting"]["attention_window"] == 128
+    assert len(pvm["pvm_queried_cell_by_quarter"]) == 2 and len(pvm["pvm_queried_cell_by_quarter"][0]) == 4
     assert set(pvm["alpha"]) == {"1", "2"} and pvm["alpha"]["1"] == pytest.approx(0.05)
     assert "accuracy_by_quartile_swapped" in pvm and "accuracy_by_quartile_gates_off" in pvm
     assert pvm["accuracy_by_quartile_gates_off"] == base["accuracy_by_quartile"]  # alpha = 0 is the baseline
-    for name in ("accuracy_by_quartile", "mass_vs_position", "logit_lens_kl", "gates", "retrieval_overlay"):
+    for name in ("accuracy_by_quartile", "mass_vs_position", "logit_lens_kl", "gates", "retrieval_overlay",
+                 "pvm_queried_cell"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000
         assert (tmp_path / f"{name}.svg").is_file()
     page = (tmp_path / "report.html").read_text()
     assert "<script src=" not in page and "<link" not in page  # offline: nothing loaded from elsewhere
     assert page.count("Plotly.newPlot") == 2 and "data:image/png;base64," in page
-    assert "NOT shown" in page and "the paper's numbers" in page.lower()
+    assert "last 128 tokens" in page and "the paper's numbers" in page.lower()
 
 
 def test_claim_mass_skips_a_claim_cut_off_at_the_budget():
@@ -54,3 +57,18 @@ def test_claim_mass_skips_a_claim_cut_off_at_the_budget():
     np.testing.assert_allclose(mass[0, 0], image[0, :, 2])  # rows 2 and 6 predict the two colours
     np.testing.assert_allclose(mass[0, 1], image[0, :, 6])
     assert np.isnan(mass[0, 2:]).all()
+
+
+def test_queried_cell_share_reads_the_weight_on_the_named_cell():
+    import numpy as np
+
+    from pvm_probe.report.collect import queried_cell_share
+
+    tokens = ["p0", "r0c0", "red", "circle", "p1", "r1c2", "blue", "star"]  # cells 0 and 6 (row-major)
+    weights = np.zeros((1, 1, 2, len(tokens), 16))  # [B, L, H, T, N]
+    weights[0, 0, :, 2, 0] = [0.5, 0.7]  # row 2 predicts r0c0's colour
+    weights[0, 0, :, 6, 6] = [0.9, 0.9]  # row 6 predicts r1c2's colour
+    weights[0, 0, :, 6, 0] = 0.1  # a cell nobody asked for does not count
+    share = queried_cell_share(weights, [tokens])  # [1, 4, 1]
+    np.testing.assert_allclose(share[0, :2, 0], [0.6, 0.9])
+    assert np.isnan(share[0, 2:]).all()

@@ -35,14 +35,15 @@ def plot_mass_vs_position(curves: dict[str, list], fits: dict[str, dict] | None 
     return fig
 
 
-def plot_claim_mass(table: dict[str, list]):
-    """table: model -> [L, 4] image share of claim-predicting queries by quarter of the answer."""
+def plot_claim_mass(table: dict[str, list], ylabel: str = "image share (claim queries)"):
+    """table: model -> [L, 4] a share per layer of claim-predicting queries by quarter of the answer
+    (default: the backbone's image share)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, rows in table.items():
         for layer, row in enumerate(np.asarray(rows, dtype=float)):  # None (no claim there) -> gap
             ax.plot(range(1, 5), row, marker="o", lw=1, label=f"{name} L{layer}")
     ax.set_xticks(range(1, 5), ["Q1", "Q2", "Q3", "Q4"])
-    ax.set_ylabel("image share (claim queries)")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=6, ncols=2)
     fig.tight_layout()
     return fig

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backbones import check_layers, decoder_layers, get_module
+from ..backbones import attention_window, check_layers, decoder_layers, get_module
 from ._base import SEGMENTS, Probe, RequestTracker
 from ._io import ResultIO
 from ._rotary import rotated
@@ -55,11 +55,12 @@ class AttentionMassResult(ResultIO):
 
 
 def segment_shares(q: torch.Tensor, keys: torch.Tensor, onehot: torch.Tensor, lengths: torch.Tensor,
-                   scaling: float, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                   scaling: float, chunk: int = 1024, window: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact per-segment softmax shares by a chunked, numerically stable log-sum-exp.
 
     q [B, H, k, hd] (k queries); keys [B, Hkv, S, hd]; onehot [B, S, G] (zero rows = masked keys);
-    lengths [k]: query j sees keys [0, lengths[j]) (its cache length at that step).
+    lengths [k]: query j sees keys [0, lengths[j]) (its cache length at that step), or only the last
+    `window` of them for a base with an attention window.
     Returns shares [B, H, k, G] and log normaliser [B, H, k].
     """
     B, H, k, hd = q.shape
@@ -71,7 +72,8 @@ def segment_shares(q: torch.Tensor, keys: torch.Tensor, onehot: torch.Tensor, le
         key = keys[:, :, None, s0:s0 + chunk].float()  # [B, Hkv, 1, c, hd]
         seg = onehot[:, None, None, s0:s0 + chunk]  # [B, 1, 1, c, G]
         pos = torch.arange(s0, s0 + key.shape[3], device=q.device)  # [c]
-        visible = (seg.sum(-1) > 0)[..., None, :] & (pos[None, :] < lengths[:, None])  # [B, 1, 1, k, c]
+        seen = (pos[None, :] < lengths[:, None]) & (pos[None, :] >= lengths[:, None] - (window or S))  # [k, c]
+        visible = (seg.sum(-1) > 0)[..., None, :] & seen  # [B, 1, 1, k, c]
         scores = (q @ key.transpose(-1, -2)) * scaling  # [B, Hkv, g, k, c]
         scores = scores.masked_fill(~visible, float("-inf"))
         new_max = torch.maximum(run_max, scores.amax(-1, keepdim=True))  # [B, Hkv, g, k, 1]
@@ -150,7 +152,7 @@ class VisualAttentionMass(Probe):
         lengths = torch.tensor(p.lengths, device=q.device)  # [k]
         onehot = self.tracker.onehot(S)  # [B, S, 4]
         self._done.setdefault(layer, []).append(
-            segment_shares(q, keys[:, :, :S], onehot, lengths, p.attn.scaling, self.chunk))
+            segment_shares(q, keys[:, :, :S], onehot, lengths, p.attn.scaling, self.chunk, attention_window(self.model)))
 
     def _finish(self) -> None:
         for layer in list(self._pending):

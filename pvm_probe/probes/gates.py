@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..backbones import decoder_layers, get_module
+from ..backbones import attention_window, decoder_layers, get_module
 from ._base import IMAGE, Probe, RequestTracker
 from ._io import ResultIO
 from ._rotary import rotated
@@ -130,7 +130,8 @@ class HorizonCheck(Probe):
             self._frozen["q"] = rotated(attn, hidden, (cos[..., -1:, :], sin[..., -1:, :]), "q", self.sites)
         keys = kwargs["cache"].layers[attn.layer_idx].keys  # [B, Hkv, S, hd]
         S = keys.shape[2]
-        shares, _ = segment_shares(self._frozen["q"], keys, self.tracker.onehot(S), torch.tensor([S]), attn.scaling)
+        shares, _ = segment_shares(self._frozen["q"], keys, self.tracker.onehot(S), torch.tensor([S]), attn.scaling,
+                                   window=attention_window(self.model))
         self._share.append(shares[:, :, 0, IMAGE])  # [B, H]
 
     @torch.no_grad()

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..backbones import attention_window
 from ..checkpoints import load_pvm, read_adapter_meta, resolve_adapter
 from ..loading import BASELINE_DIR, load_base
 from ..painter import paint_with_controls
 from ..probes import LogitLens, PVMRetrieval, VisualAttentionMass, dilution_report
 from ..world.paint import DEFAULT_FILLER, DEFAULT_LONG, eval_examples, prompt_inputs
+from ..world.scenes import CELL_NAMES
 from ..world.scoring import parse_claims
 
 
@@ -42,6 +44,18 @@ def claim_mass_by_quarter(image: np.ndarray, tokens: list[list[str]]) -> np.ndar
             if len(rows):
                 out[b, q] = image[b][:, rows].mean(1)
     return out
+
+
+def queried_cell_share(weights: np.ndarray, tokens: list[list[str]]) -> np.ndarray:
+    """PVM attention weights [B, L, H, T, N] per generated row -> [B, 4, L]: the share PVM puts on the image
+    token of the cell each claim names (the world's merged image token k is cell k; chance 1/16), averaged
+    over heads and over the claims of each quarter."""
+    share = np.full((weights.shape[0], weights.shape[1], weights.shape[3]), np.nan)  # [B, L, T]
+    for b, t in enumerate(tokens):
+        for row, cell, *_ in parse_claims(t):
+            if row < share.shape[2]:
+                share[b, :, row] = weights[b, :, :, row, CELL_NAMES.index(cell)].mean(1)
+    return claim_mass_by_quarter(share, tokens)
 
 
 def _nan_to_none(array: np.ndarray) -> list:
@@ -79,7 +93,8 @@ def probe_model(model, processor, handle, scenes: int) -> dict:
         data["pvm"] = {"layers": r.layers, "alpha": r.alpha.tolist(),
                        "injection_ratio": r.injection_ratio.mean(0).tolist(),  # [L, T]
                        "entropy": r.entropy().mean(axis=(0, 2)).tolist(),  # [L, T]
-                       "retrieval_first_scene": r.weights[0].mean(1).tolist()}  # [L, T, N]
+                       "retrieval_first_scene": r.weights[0].mean(1).tolist(),  # [L, T, N]
+                       "queried_cell_by_quarter": _nan_to_none(np.nanmean(queried_cell_share(r.weights, tokens), 0).T)}
     return data
 
 
@@ -105,4 +120,5 @@ def collect(base=None, adapters=(), scenes: int = 64, probe_scenes: int = 8) -> 
                 entry["paint_swapped"] = _paint(model, processor, handle, scenes, swap_pvm_image=True)
         models[str(adapter)] = entry
     return {"base": str(base_dir), "setting": {"length": DEFAULT_LONG, "filler": DEFAULT_FILLER, "scenes": scenes,
-                                               "probe_scenes": probe_scenes}, "models": models}
+                                               "probe_scenes": probe_scenes,
+                                               "attention_window": attention_window(model)}, "models": models}

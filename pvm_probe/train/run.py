@@ -37,6 +37,8 @@ def world_distribution(base_dir: Path, max_gap: int | None = None, fillers: str 
 
 def pvm_config(args, model, processor) -> PVMConfig:
     overrides = {"block": args.block, "visual_source": args.visual_source}
+    if args.alpha_init is not None:
+        overrides["alpha_init"] = args.alpha_init
     if args.layers and args.placement:
         raise ValueError("give --layers or --placement, not both")
     if args.layers:

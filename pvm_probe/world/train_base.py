@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
+from ..backbones import attention_window
 from .data import CurriculumDataset, collate_train
 from .model import build_model
 from .processor import build_processor
 from .vision_pretrain import pretrain_vision
+from .window import set_attention_window
 
 DEFAULT_GAPS = tuple(range(0, 25))       # filler units per step seen in training (count filler)
 DEFAULT_SHORT_GAPS = tuple(range(0, 5))  # curriculum warm-up
@@ -47,7 +49,7 @@ class WeightedTrainer(Trainer):
 def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32, lr: float = 3e-3,
                gaps=DEFAULT_GAPS, short_gaps=DEFAULT_SHORT_GAPS, warm_steps: int = 100,
                fillers=("count",), passes=(1,), vision_steps: int = 200, threads: int = 2,
-               init_from=None, named=(True,)) -> dict:
+               init_from=None, named=(True,), window: int | None = None) -> dict:
     """Train a baseline from scratch and save it to ``out_dir``. Returns train_info.
 
     ``init_from``: continue the language-model stage from a saved checkpoint (its vision
@@ -62,6 +64,8 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
         vision_acc = pretrain_vision(model, processor.image_processor, steps=vision_steps, seed=seed)
     else:
         model, processor, vision_acc, vision_steps = *_load(init_from), None, 0
+    if window is not None:
+        set_attention_window(model, window)
     t_vision = time.time() - t0
     data = CurriculumDataset(processor, n=steps * batch_size, seed=seed, gaps=gaps, short_gaps=short_gaps,
                               warm_examples=warm_steps * batch_size, fillers=fillers, passes=passes,
@@ -80,7 +84,7 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
     (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
     info = {"seed": seed, "init_from": str(init_from) if init_from else None, "vision_steps": vision_steps, "vision_heldout_cell_accuracy": vision_acc,
             "lm_steps": steps, "batch_size": batch_size, "lr": lr, "fillers": list(fillers),
-            "passes": list(passes), "named": list(named), "train_gaps": list(gaps), "warmup_gaps": list(short_gaps),
+            "passes": list(passes), "named": list(named), "attention_window": attention_window(model), "train_gaps": list(gaps), "warmup_gaps": list(short_gaps),
             "warm_steps": warm_steps, "train_scene_seeds": "random.Random(f'train-{seed}-{i}') draws in [0, 900000)",
             "eval_scene_seeds": ">= 1000000", "seconds_vision": round(t_vision, 1),
             "seconds_total": round(time.time() - t0, 1), "threads": threads,
@@ -98,10 +102,9 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
 
 
 def _load(path):
-    from transformers import Qwen3VLForConditionalGeneration
-
+    from ..loading import load_base
     from .processor import load_processor
-    model = Qwen3VLForConditionalGeneration.from_pretrained(path, attn_implementation="eager")
+    model, _ = load_base(path)  # keeps the checkpoint's attention window
     for p in model.model.visual.parameters():
         p.requires_grad_(False)
     processor = build_processor()                      # current vocabulary (words only ever appended)
@@ -126,6 +129,8 @@ def main(argv=None) -> None:
     ap.add_argument("--warm-steps", type=int, default=100)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--init", default=None, help="continue from this checkpoint")
+    ap.add_argument("--attention-window", type=int, default=None,
+                    help="text decoder attends to its last N tokens only (kept from --init unless given)")
     ap.add_argument("--named", choices=["named", "hidden", "both"], default="named",
                     help="claims name their cell, hide it (computed query), or both")
     ap.add_argument("--gaps", type=int, nargs="*", default=None,
@@ -134,7 +139,8 @@ def main(argv=None) -> None:
     info = train_base(a.out, steps=a.steps, seed=a.seed, batch_size=a.batch_size,
                       gaps=tuple(a.gaps) if a.gaps else tuple(range(0, a.max_gap + 1)),
                       short_gaps=tuple(range(0, a.warm_max_gap + 1)), warm_steps=a.warm_steps, lr=a.lr, init_from=a.init,
-                      named={"named": (True,), "hidden": (False,), "both": (True, False)}[a.named], fillers=tuple(a.filler), passes=tuple(a.passes), threads=a.threads)
+                      named={"named": (True,), "hidden": (False,), "both": (True, False)}[a.named], fillers=tuple(a.filler), passes=tuple(a.passes), threads=a.threads,
+                      window=a.attention_window)
     print(json.dumps(info, indent=1))
 
 
