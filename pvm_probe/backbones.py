@@ -76,9 +76,13 @@ def text_config(model: nn.Module):
     return model.config.get_text_config()
 
 
-def attention_window(model: nn.Module) -> int | None:
+def config_attention_window(config) -> int | None:
     """Keys a text query attends to (the latest ones), or None for full causal attention."""
-    return getattr(text_config(model), "attention_window", None)
+    return getattr(config.get_text_config(), "attention_window", None)
+
+
+def attention_window(model: nn.Module) -> int | None:
+    return config_attention_window(model.config)
 
 
 def visual_token_ids(model: nn.Module) -> list[int]:

@@ -103,12 +103,11 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
 
 def _load(path):
     from ..loading import load_base
-    from .processor import load_processor
-    model, _ = load_base(path)  # keeps the checkpoint's attention window
+    model, saved = load_base(path)  # keeps the checkpoint's attention window
     for p in model.model.visual.parameters():
         p.requires_grad_(False)
     processor = build_processor()                      # current vocabulary (words only ever appended)
-    old = load_processor(path).tokenizer.get_vocab()
+    old = saved.tokenizer.get_vocab()
     assert all(processor.tokenizer.convert_tokens_to_ids(w) == i for w, i in old.items())
     if len(processor.tokenizer) > model.config.text_config.vocab_size:
         model.resize_token_embeddings(len(processor.tokenizer))

@@ -24,12 +24,14 @@ from transformers.masking_utils import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.qwen3_vl.modeling_qwen3_vl import eager_attention_forward
 
+from ..backbones import config_attention_window
+
 PREFIX = "windowed_"
 
 
 def _windowed_mask(inner):
     def mask(*args, mask_function, config, **kwargs):
-        window = getattr(config.get_text_config(), "attention_window", None)
+        window = config_attention_window(config)
         if window is not None:
             mask_function = and_masks(mask_function, sliding_window_overlay(window))
             kwargs["allow_is_causal_skip"] = False
@@ -52,7 +54,7 @@ def windowed_implementation(implementation: str) -> str:
 def attn_implementation_for(config, implementation: str):
     """What `from_pretrained(attn_implementation=...)` needs: the windowed variant for the text decoder
     of a windowed checkpoint (the vision tower keeps the plain one), else `implementation` unchanged."""
-    if getattr(config.get_text_config(), "attention_window", None) is None:
+    if config_attention_window(config) is None:
         return implementation
     return {"text_config": windowed_implementation(implementation), "vision_config": implementation, "": implementation}
 
