@@ -19,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PVMConfig
+from .errors import InputError
+
+BLOCK_ATTR = "pvm"  # a block hangs on its decoder layer as `layer.pvm`
 
 
 class RMSNorm(nn.Module):
@@ -173,3 +176,14 @@ BLOCKS: dict[str, type[nn.Module]] = {"pvm": PVMBlock, "mlp": MLPControlBlock}
 
 def build_block(cfg: PVMConfig, hidden_size: int) -> nn.Module:
     return BLOCKS[cfg.block](cfg, hidden_size)
+
+
+def count_pvm_params(config: PVMConfig, model_config) -> int:
+    """PVM parameters for a backbone config, counted on the meta device (no memory, any size)."""
+    text = model_config.get_text_config()
+    bad = [i for i in config.layers if i >= text.num_hidden_layers]
+    if bad:
+        raise InputError(f"layer index {bad[0]} out of range: the model has {text.num_hidden_layers} decoder layers")
+    with torch.device("meta"):
+        block = build_block(config, text.hidden_size)
+    return len(config.layers) * sum(p.numel() for p in block.parameters())

@@ -5,7 +5,7 @@ import torch
 from conftest import SMALL_PVM, small_config
 from transformers import Qwen3VLForConditionalGeneration
 
-from pvm_probe import PVMConfig, attach_pvm, count_pvm_params, strided_layers
+from pvm_probe import InputError, PVMConfig, attach_pvm, count_pvm_params, strided_layers
 from pvm_probe.memory import MLPControlBlock, PVMBlock
 from pvm_probe.zoo import Image, fake_request, qwen3_vl_config, tiny_model
 
@@ -123,14 +123,14 @@ def test_presets_and_scaling_rule():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(latent_dim=30), "not divisible by head_dim"),
-    (dict(num_heads=3), "num_heads"),
-    (dict(block="lora"), "unknown block kind"),
+    (dict(latent_dim=30), r"latent_dim must equal num_heads x head_dim \(4 x 8 = 32\), got 30"),
+    (dict(num_heads=3), r"latent_dim must equal num_heads x head_dim \(3 x 8 = 24\)"),
+    (dict(block="lora"), "block must be one of 'pvm', 'mlp', got 'lora'"),
     (dict(visual_source="hidden:3"), "must precede"),
-    (dict(visual_source="pixels"), "visual_source"),
+    (dict(visual_source="pixels"), "visual_source must be 'embeddings' or 'hidden:<layer>'"),
 ])
 def test_bad_configs_are_refused(bad, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
         PVMConfig(layers=(1, 3), **{**SMALL_PVM, **bad})
 
 
