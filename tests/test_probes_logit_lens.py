@@ -140,3 +140,4 @@ def test_convergence_layer_and_composition(tmp_path):
     loaded = LogitLensResult.load(tmp_path / "lens")
     np.testing.assert_array_equal(loaded.kl, result.kl)
     np.testing.assert_array_equal(loaded.convergence_layer(), conv)
+    assert result.lens == loaded.lens == "logit"

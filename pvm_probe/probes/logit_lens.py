@@ -5,6 +5,9 @@ position: KL(final || layer), the rank and probability under the layer's distrib
 top-1 token, and the layer's own top-1. Row t is the position that produced generated token t.
 "Final" is the model's own output logits (read from the LM head), so PVM's injection, deepstack
 and anything else inside the model is included exactly as the model computed it.
+
+`LogitLens(model, lens=tuned)` reads through a `TunedLens` (`tuned_lens.py`): each layer's state is
+translated by the lens before the final norm and LM head; everything else, and the result, is the same.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class LogitLensResult(ResultIO):
     final_token: np.ndarray  # [B, T] int: the final top-1 token
     layers: list = field(default_factory=list)
     prompt_length: int = 0
+    lens: str = "logit"  # "logit", or "tuned" when read through a TunedLens
 
     def agrees(self) -> np.ndarray:
         """[B, L, T] bool: the layer's top-1 is the final top-1."""
@@ -59,13 +63,19 @@ def lens_metrics(layer_logits: torch.Tensor, final_logits: torch.Tensor) -> dict
 
 
 class LogitLens(Probe):
-    """Context manager: logit lens of every (or the chosen) decoder layer during `generate`."""
+    """Context manager: logit lens of every (or the chosen) decoder layer during `generate`.
 
-    def __init__(self, model: nn.Module, layers=None):
+    lens: a `TunedLens` of this model's base (or anything with `check(model)` and
+    `translate(hidden [L, B, d], layers)`); None reads the raw residual stream."""
+
+    def __init__(self, model: nn.Module, layers=None, lens=None):
         super().__init__(model)
         n = len(decoder_layers(model))
         self.layers = list(range(n)) if layers is None else [int(i) for i in layers]
         check_layers(model, self.layers)
+        if lens is not None:
+            lens.check(model)
+        self.lens = lens
         self.norm = get_module(model, self.sites.final_norm)
         self.lm_head = get_module(model, self.sites.lm_head)
         self._current: dict[int, torch.Tensor] = {}  # layer -> [B, d] of the running forward
@@ -87,6 +97,8 @@ class LogitLens(Probe):
             return  # an LM-head call outside a full forward (e.g. another probe's): not ours
         hidden = torch.stack([self._current[i] for i in self.layers])  # [L, B, d]
         self._current = {}
+        if self.lens is not None:
+            hidden = self.lens.translate(hidden, self.layers)  # [L, B, d]
         layer_logits = self.lm_head.forward(self.norm.forward(hidden))  # [L, B, V]
         self._steps.append(lens_metrics(layer_logits, logits[:, -1]))
 
@@ -98,4 +110,5 @@ class LogitLens(Probe):
         self.results.append(LogitLensResult(
             kl=stacked["kl"].transpose(1, 0, 2), rank=stacked["rank"].transpose(1, 0, 2),
             prob=stacked["prob"].transpose(1, 0, 2), top1=stacked["top1"].transpose(1, 0, 2),
-            final_token=stacked["token"], layers=list(self.layers), prompt_length=int(self.tracker.prompt_length)))
+            final_token=stacked["token"], layers=list(self.layers), prompt_length=int(self.tracker.prompt_length),
+            lens="logit" if self.lens is None else "tuned"))
