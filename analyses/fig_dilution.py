@@ -1,28 +1,26 @@
-"""Visual attention mass against generated position per layer, baseline vs PVM, with the a/(t+b)+c fits.
+"""Visual attention mass against generated position per layer, baseline vs PVM, with the two-phase fits.
 
-    python analyses/fig_dilution.py [--smoke] [--adapter pvm-stage1]
+    python analyses/fig_dilution.py [--smoke] [--scenes N]
 writes figures/dilution.{png,svg} and figures/dilution.json (fits, break points, claim mass by quarter).
 """
 
 from __future__ import annotations
 
-from figure_common import probe_models, save_figure, script_arguments
+from figure_common import probe_metrics, save_figure, script_arguments
 
 from pvm_probe.io import atomic_write_json
-from pvm_probe.plots.probes import plot_mass_vs_position
+from pvm_probe.plots.report import mass_vs_position
 
 
 def main(argv=None) -> dict:
-    args = script_arguments(__doc__, argv, default_adapter="pvm-stage1")
-    results = probe_models(args)
-    fig = plot_mass_vs_position({n: r["mass_by_layer"] for n, r in results.items()},
-                                {n: r["dilution"] for n, r in results.items()})
-    save_figure(fig, args.out, "dilution")
-    summary = {n: {"dilution": r["dilution"], "claim_mass_by_quarter": r["claim_mass_by_quarter"],
-                   "convergence_layer_mean": r["convergence_layer_mean"]} for n, r in results.items()}
+    args = script_arguments(__doc__, argv)
+    metrics = probe_metrics(args, ["pvm-stage1"])
+    save_figure(mass_vs_position(metrics), args.out, "dilution")
+    summary = {n: {k: m.get(k) for k in ("dilution", "claim_mass_by_quarter", "mass_profile")}
+               for n, m in metrics["variants"].items()}
     atomic_write_json(f"{args.out}/dilution.json", summary)
-    for name, r in summary.items():
-        print(name, "claim mass by quarter per layer:", r["claim_mass_by_quarter"])
+    for name, s in summary.items():
+        print(name, "claim mass by quarter per layer:", s["claim_mass_by_quarter"])
     return summary
 
 

@@ -1,33 +1,33 @@
-"""PVM gates and retrieval: injection norm relative to the residual, attention entropy per position,
-and where PVM looks on the first probed scene.
+"""PVM gates and retrieval: injection norm relative to the residual, attention entropy and weight on the
+claimed cell by quarter, and where PVM looks at one late claim.
 
-    python analyses/fig_gates.py [--smoke] [--adapter pvm-stage2]
+    python analyses/fig_gates.py [--smoke] [--scenes N]
 writes figures/gates.{png,svg}, figures/retrieval_overlay.{png,svg} and figures/gates.json.
 """
 
 from __future__ import annotations
 
-from figure_common import probe_models, save_figure, script_arguments
+from pathlib import Path
+
+from figure_common import probe_metrics, save_figure, script_arguments
 
 from pvm_probe.io import atomic_write_json
-from pvm_probe.plots.probes import plot_gates, plot_retrieval_overlay
-from pvm_probe.world.paint import eval_examples
-from pvm_probe.world.processor import build_processor
+from pvm_probe.plots.report import pvm_gates
+from pvm_probe.records import RECORDS, read_records
+from pvm_probe.report.figures import report_figures
 
 
 def main(argv=None) -> dict:
-    args = script_arguments(__doc__, argv, default_adapter="pvm-stage2")
-    pvm = {n: r["pvm"] for n, r in probe_models(args).items() if "pvm" in r}
-    if not pvm:
-        raise SystemExit(f"{args.adapter}: no PVM retrieval to show (not a PVM adapter, or not shipped)")
-    save_figure(plot_gates(pvm), args.out, "gates")
-    name, first = next(iter(pvm.items()))
-    image = eval_examples(build_processor(), scenes=1, seed=1, length=0)[0].image  # the first probed scene
-    save_figure(plot_retrieval_overlay(image, first["retrieval_first_scene"], title=f"{name}: where PVM looks"),
-                args.out, "retrieval_overlay")
-    summary = {n: {"layers": d["layers"], "alpha": d["alpha"]} for n, d in pvm.items()}
+    args = script_arguments(__doc__, argv)
+    metrics = probe_metrics(args, ["pvm-stage2"], name="gates")
+    records = read_records(Path(args.out) / "records" / f"gates-{args.scenes}" / RECORDS)
+    save_figure(pvm_gates(metrics), args.out, "gates")
+    overlay, _ = report_figures(metrics, records, {})["retrieval_overlay"]
+    save_figure(overlay, args.out, "retrieval_overlay")
+    summary = {n: m["pvm"] for n, m in metrics["variants"].items() if "pvm" in m}
     atomic_write_json(f"{args.out}/gates.json", summary)
-    print(summary)
+    for name, pvm in summary.items():
+        print(name, "weight on the claimed cell by quarter, per block:", pvm["on_claimed_region_by_quarter"])
     return summary
 
 

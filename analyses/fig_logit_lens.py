@@ -1,27 +1,26 @@
-"""LogitLens KL(final || layer) per layer and generated position, baseline vs PVM (heatmaps).
+"""LogitLens KL(final || layer) by layer and the convergence layer by quarter of the answer, baseline vs PVM.
 
-    python analyses/fig_logit_lens.py [--smoke] [--adapter pvm-stage2]
-writes figures/logit_lens.{png,svg} and figures/logit_lens.json (mean KL per layer, convergence layer).
+    python analyses/fig_logit_lens.py [--smoke] [--scenes N]
+writes figures/logit_lens.{png,svg} and figures/logit_lens.json.
 """
 
 from __future__ import annotations
 
-from figure_common import probe_models, save_figure, script_arguments
+from figure_common import probe_metrics, save_figure, script_arguments
 
 from pvm_probe.io import atomic_write_json
-from pvm_probe.plots.probes import plot_lens_kl
+from pvm_probe.plots.report import logit_lens
 
 
 def main(argv=None) -> dict:
-    args = script_arguments(__doc__, argv, default_adapter="pvm-stage2")
-    results = probe_models(args)
-    save_figure(plot_lens_kl({n: r["lens_kl"] for n, r in results.items()}), args.out, "logit_lens")
-    summary = {n: {"kl_by_layer": r["lens_kl_by_layer"], "convergence_layer_mean": r["convergence_layer_mean"]}
-               for n, r in results.items()}
+    args = script_arguments(__doc__, argv)
+    metrics = probe_metrics(args, ["pvm-stage2"], name="gates")
+    save_figure(logit_lens(metrics), args.out, "logit_lens")
+    summary = {n: m["lens"] for n, m in metrics["variants"].items() if "lens" in m}
     atomic_write_json(f"{args.out}/logit_lens.json", summary)
-    for name, s in summary.items():
-        print(f"{name}: convergence layer {s['convergence_layer_mean']:.2f}, KL by layer "
-              f"{[round(v, 3) for v in s['kl_by_layer']]}")
+    for name, lens in summary.items():
+        print(f"{name}: convergence layer {lens['convergence_layer_mean']:.2f}, by quarter "
+              f"{[None if v is None else round(v, 2) for v in lens['convergence_by_quarter']]}")
     return summary
 
 

@@ -13,7 +13,7 @@ from figure_common import save_figure
 
 from pvm_probe.checkpoints import SHIPPED_ADAPTERS
 from pvm_probe.loading import BASELINE_DIR
-from pvm_probe.plots import plot_training_curves
+from pvm_probe.plots.report import training_curves
 
 
 def main(argv=None) -> dict:
@@ -24,7 +24,7 @@ def main(argv=None) -> dict:
     logs = {"baseline (last stage)": json.loads((BASELINE_DIR / "log_history.json").read_text())}
     for path in sorted(SHIPPED_ADAPTERS.glob("*/train_log.json")):
         logs[path.parent.name] = json.loads(path.read_text())
-    save_figure(plot_training_curves(logs), args.out, "training")
+    save_figure(training_curves(logs), args.out, "training")
     return {name: len(log) for name, log in logs.items()}
 
 

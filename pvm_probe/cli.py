@@ -1,13 +1,28 @@
-"""One entry point: `pvm-probe <command>`; `main(argv)` is what the tests call."""
+"""One entry point: `pvm-probe <command>`; `main(argv)` is what the tests call.
+
+Parsing imports nothing heavy (torch and transformers load inside the commands), so `--help` and argument
+errors come back at once. Arguments are checked by their argparse types; paths and suite settings before
+any model loads. Every expected failure (bad input, a file that cannot be read or written, a checkpoint
+that does not fit) is one line on stderr with exit code 2; Ctrl-C is one line with exit code 130, and
+SIGTERM stops the same way with exit code 143 (temporary files are removed on the way out, and a report
+left unfinished resumes on the next run). Any other exception is a bug: its traceback is always shown.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
+from . import cli_types as t
+from .errors import InputError, one_line
+
 COMMANDS = {}
+SUITES = ("world", "scenes", "images")
+FILLERS = ("count", "said")
 
 
 def command(name: str, help: str):
@@ -18,137 +33,185 @@ def command(name: str, help: str):
     return register
 
 
-@command("info", "what an adapter checkpoint is: base, PVM layers, parameter count, provenance")
-def info(parser: argparse.ArgumentParser):
-    parser.add_argument("adapter", help="adapter directory or shipped adapter name")
-
-    def run(args):
-        from .checkpoints import read_adapter_meta, resolve_adapter
-
-        meta = read_adapter_meta(args.adapter)
-        pvm, base = meta["pvm"], meta["base"]
-        print(f"adapter      {resolve_adapter(args.adapter)}")
-        print(f"block        {pvm['block']} (visual source: {pvm['visual_source']})")
-        print(f"layers       {pvm['layers']}  latent {pvm['latent_dim']}  heads {pvm['num_heads']}/"
-              f"{pvm['num_kv_heads']} x {pvm['head_dim']}  ffn {pvm['ffn_dim']}")
-        print(f"parameters   {meta['num_parameters']:,}")
-        print(f"base         {base['architecture']}  hidden {base['hidden_size']}  layers {base['num_layers']}"
-              f"  vocab {base['vocab_size']}")
-        print(f"provenance   {json.dumps(meta.get('provenance', {}))}")
-
-    return run
+# ---- shared arguments ---------------------------------------------------------------------------------
+def _model_arguments(parser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--base", type=t.existing_dir, help="local checkpoint directory (default: the embedded base)")
+    group.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    group.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                       help="default auto: bfloat16 on a GPU, float32 on the CPU")
+    group.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="attention implementation")
 
 
-@command("report", "the dilution report: figures, metrics.json and a self-contained report.html")
-def report(parser: argparse.ArgumentParser):
-    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
-    parser.add_argument("--pvm", action="append", help="adapter (repeatable; default: every shipped adapter)")
-    parser.add_argument("--out", default="out/report", help="output directory")
-    parser.add_argument("--scenes", type=int, default=64, help="held-out scenes for the Blind Painter")
-    parser.add_argument("--probe-scenes", type=int, default=8, help="scenes generated under the probes")
-
-    def run(args):
-        from .report import build_report
-
-        path = build_report(args.out, base=args.base, adapters=args.pvm, scenes=args.scenes,
-                            probe_scenes=args.probe_scenes)
-        print(f"wrote {path}")
-
-    return run
+def _suite_arguments(parser, scenes_default: str = "64") -> None:
+    group = parser.add_argument_group("suite")
+    group.add_argument("--suite", choices=SUITES,
+                       help="world (the embedded base's own), scenes (any base), images (--data); "
+                            "default: world for the embedded base, scenes otherwise, images with --data")
+    group.add_argument("--data", type=t.existing_file, help="images: JSONL of {image, prompt, objects?}")
+    group.add_argument("--scenes", type=t.positive_int, help=f"world / scenes: held-out scenes (default {scenes_default})")
+    group.add_argument("--seed", type=t.held_out_seed, help="world / scenes: held-out scene set (default 0)")
+    group.add_argument("--length", type=t.non_negative_int, help="world: filler units per step (default 3)")
+    group.add_argument("--filler", choices=FILLERS, help="world: said (decoys, default) or count")
+    group.add_argument("--image-size", type=t.positive_int, help="scenes: image side in px (default 448)")
+    group.add_argument("--max-new-tokens", type=t.positive_int, help="scenes / images: answer budget")
 
 
-@command("paint", "the Blind Painter: accuracy (world) or hallucination rates (scenes) by quarter of the answer")
-def paint(parser: argparse.ArgumentParser):
+def _run_arguments(parser, batch: int = 8) -> None:
+    group = parser.add_argument_group("run")
+    group.add_argument("--pvm", action="append", metavar="ADAPTER", help="adapter directory or shipped name "
+                       "(repeatable)")
+    group.add_argument("--batch-size", type=t.positive_int, default=batch)
+    group.add_argument("--arm", action="append", choices=["vcd", "pai", "memvr"],
+                       help="a training-free remedy run on the baseline (repeatable)")
+
+
+def _job(args, default_scenes: int | None = None, **run_options):
+    """The job the arguments describe (`default_scenes`: this command's own default for world / scenes)."""
+    from .jobs import Job, ModelSpec, SuiteSpec
+    from .runner import RunConfig
+
+    suite = SuiteSpec(args.suite, args.scenes, args.seed, args.length, args.filler, args.image_size,
+                      args.max_new_tokens, args.data)
+    if suite.scenes is None and suite.resolved_name(args.base) != "images":
+        suite.scenes = default_scenes
+    model = ModelSpec(args.base, args.device, args.dtype, args.attn)
+    return Job(model=model, suite=suite, adapters=args.pvm, arms=args.arm or [],
+               run=RunConfig(batch_size=args.batch_size, **run_options))
+
+
+# ---- commands -----------------------------------------------------------------------------------------
+@command("report", "the dilution report: metrics.json, figures and a self-contained report.html")
+def report(parser):
     _model_arguments(parser)
-    parser.add_argument("--suite", choices=["world", "scenes"], default="world",
-                        help="world: the painter world (exact scoring); scenes: generated scenes for any local "
-                             "Qwen3-VL / Qwen2.5-VL / LLaVA checkpoint (needs --base)")
-    parser.add_argument("--scenes", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0, help="held-out scene set (seeds >= 1,000,000)")
-    parser.add_argument("--length", type=int, default=None, help="filler units per step (default: the long setting)")
-    parser.add_argument("--filler", default=None, help="said | count (default: said, the decoy stretches)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    _suite_arguments(parser)
+    _run_arguments(parser)
+    parser.add_argument("--no-controls", action="store_true", help="skip gates-off and swapped-image variants")
+    parser.add_argument("--explore", type=t.non_negative_int, default=2, help="answers in the token explorer")
+    parser.add_argument("--out", type=t.output_dir, default="out/report", help="output folder (replaced whole)")
+
+    def run(args):
+        from .jobs import report as report_job
+
+        job = _job(args, explore=args.explore)
+        job.controls = not args.no_controls
+        print(f"wrote {report_job(job, args.out)}")
+
+    return run
+
+
+@command("paint", "the Blind Painter: claims correct (world) or error rates (scenes, images) by quarter")
+def paint(parser):
+    _model_arguments(parser)
+    _suite_arguments(parser)
+    _run_arguments(parser, batch=32)
+    parser.add_argument("--gates-off", action="store_true", help="the adapter with alpha = 0 in every block")
     parser.add_argument("--swap-pvm-image", action="store_true",
-                        help="control: PVM reads another scene's image while the backbone sees the right one")
-    parser.add_argument("--gates-off", action="store_true", help="ablation: alpha = 0 in every PVM layer")
-    parser.add_argument("--forced", action="store_true",
-                        help="teacher-forced text, model writes the claims (tests lengths it would not write)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="scenes: answer budget (default 1024)")
-    parser.add_argument("--probe", action="store_true", help="scenes: image share of attention by quarter and layer")
-    parser.add_argument("--device", default=None, help="scenes: cuda / cpu (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default=None,
-                        help="scenes: model dtype (default auto: bfloat16 on cuda, float32 on cpu)")
-    parser.add_argument("--json", default=None, help="write the result here ('-' for stdout)")
+                        help="control: PVM reads another request's image while the backbone sees the right one")
+    parser.add_argument("--compare", action="store_true", help="baseline, adapters and their controls side by side")
+    parser.add_argument("--probe", action="store_true", help="run the probes too (image share by quarter)")
+    _output_arguments(parser)
 
     def run(args):
-        _check_suite_flags(args)
-        if args.suite == "world":
-            from .painter import run_paint
+        from .jobs import paint as paint_job
+        from .jobs import probe as probe_job
 
-            _emit(run_paint(args), args.json)
-            return
-        from .painter.scenes import format_table, run_scenes
-
-        args.max_new_tokens = args.max_new_tokens or 1024
-        args.dtype = args.dtype or "auto"
-        _emit(run_scenes(args), args.json, show=format_table)
+        if args.gates_off and args.swap_pvm_image:
+            raise InputError("--gates-off and --swap-pvm-image are two variants: use --compare for both")
+        job = _job(args)
+        job.adapters = args.pvm or []  # paint the baseline unless an adapter is named
+        job.only = None if args.compare else ("gates_off" if args.gates_off else
+                                             "swapped_image" if args.swap_pvm_image else "adapter")
+        metrics = (probe_job if args.probe else paint_job)(job, args.records)
+        _emit(metrics, args.json, _paint_table)
 
     return run
 
 
-_SUITE_ONLY = {"world": ("length", "filler", "swap_pvm_image", "forced"),
-               "scenes": ("max_new_tokens", "probe", "device", "dtype")}
-
-
-def _check_suite_flags(args) -> None:
-    """Flags of the other suite are errors, not silently ignored."""
-    other = "world" if args.suite == "scenes" else "scenes"
-    given = [name for name in _SUITE_ONLY[other] if getattr(args, name) not in (None, False)]
-    if given:
-        flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise ValueError(f"{flags} only apply to --suite {other}")
-
-
-@command("probe", "run the probes during generate on held-out scenes: mass, LogitLens, dilution fits, PVM retrieval")
-def probe(parser: argparse.ArgumentParser):
+@command("probe", "the probes during generate: visual attention mass, dilution fits, LogitLens, PVM retrieval")
+def probe(parser):
     _model_arguments(parser)
-    parser.add_argument("--scenes", type=int, default=8)
-    parser.add_argument("--json", default=None, help="write all results here ('-' for stdout)")
+    _suite_arguments(parser, scenes_default="8")
+    _run_arguments(parser)
+    parser.add_argument("--compare", action="store_true", help="baseline, adapters and their controls side by side")
+    _output_arguments(parser)
 
     def run(args):
-        from .checkpoints import load_pvm
-        from .loading import load_base
-        from .report.collect import probe_model
+        from .jobs import probe as probe_job
 
-        model, processor = load_base(args.base)
-        handle = load_pvm(model, args.pvm) if args.pvm else None
-        result = probe_model(model, processor, handle, args.scenes)
-        _emit(result, args.json, show=_probe_headline)
+        job = _job(args, default_scenes=8, explore=0)
+        job.adapters = args.pvm or []
+        job.only = None if args.compare else "adapter"
+        _emit(probe_job(job, args.records), args.json, _probe_table)
 
     return run
 
 
-@command("placement", "the paper's insertion strategies (strided, peak attention, max decay) from a base's measured profile")
-def placement(parser: argparse.ArgumentParser):
-    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
-    parser.add_argument("--blocks", type=int, default=2, help="PVM layers to place")
-    parser.add_argument("--suite", choices=["world", "scenes"], default=None,
-                        help="where to measure (default: world for the shipped baseline, scenes otherwise)")
-    parser.add_argument("--scenes", type=int, default=8)
-    parser.add_argument("--json", default=None, help="write the result here ('-' for stdout)")
+@command("placement", "the paper's insertion strategies (strided, peak attention, max decay) from a measured profile")
+def placement(parser):
+    _model_arguments(parser)
+    _suite_arguments(parser, scenes_default="8")
+    parser.add_argument("--blocks", type=t.positive_int, default=2, help="PVM layers to place")
+    parser.add_argument("--batch-size", type=t.positive_int, default=8)
+    parser.add_argument("--json", type=t.output_file, help="write the result here ('-' for stdout)")
 
     def run(args):
         from .placement import measure_profile
 
-        result = measure_profile(args.base, args.blocks, args.suite, args.scenes)
-        _emit(result, args.json)
+        args.pvm, args.arm = [], []
+        _emit(measure_profile(_job(args, default_scenes=8, explore=0), args.blocks), args.json)
 
     return run
 
 
-@command("bench", "run a benchmark script from the repository's analyses/ folder (overhead, probes, train)")
-def bench(parser: argparse.ArgumentParser):
-    parser.add_argument("name", choices=["overhead", "probes", "train"])
+@command("info", "what an adapter is: base, PVM layers and trained gates, parameters, provenance")
+def info(parser):
+    parser.add_argument("adapter", help="adapter directory or shipped adapter name")
+    parser.add_argument("--json", action="store_true", help="the raw pvm_config.json (validated) and the alphas")
+
+    def run(args):
+        from .checkpoints import describe_adapter
+
+        described = describe_adapter(args.adapter)
+        print(json.dumps(described["raw"], indent=2) if args.json else described["text"])
+
+    return run
+
+
+@command("train-pvm", "train PVM (or a control) on a frozen base: Stage I (SFT) or Stage II (GRPO)")
+def train_pvm(parser):
+    from .train.cli import add_arguments
+
+    add_arguments(parser)
+
+    def run(args):
+        from .train.cli import train_from_arguments
+
+        train_from_arguments(args)
+
+    return run
+
+
+@command("train-base", "retrain the embedded painter-world baseline from scratch (CPU)")
+def train_base(parser):
+    parser.add_argument("--out", type=t.output_dir, required=True)
+    parser.add_argument("--steps", type=t.positive_int, help="language-model steps (default: the shipped recipe)")
+    parser.add_argument("--seed", type=t.non_negative_int, default=0)
+    parser.add_argument("--attention-window", type=t.positive_int,
+                        help="the text decoder sees only its last N tokens (the shipped baseline: 128)")
+
+    def run(args):
+        from .suites.world.train_base import train_base as train
+
+        kwargs = {"seed": args.seed, "window": args.attention_window} | ({"steps": args.steps} if args.steps else {})
+        print(json.dumps(train(args.out, **kwargs), indent=2))
+
+    return run
+
+
+@command("bench", "run a benchmark from the repository's analyses/ folder")
+def bench(parser):
+    parser.add_argument("name", choices=["overhead", "probes", "train", "fit", "arms"])
     parser.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (e.g. --smoke)")
 
     def run(args):
@@ -163,102 +226,82 @@ def bench(parser: argparse.ArgumentParser):
     return run
 
 
-@command("train-base", "train the tiny Qwen3-VL baseline on the painter world from scratch (CPU)")
-def train_base(parser: argparse.ArgumentParser):
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--steps", type=int, default=None, help="language-model steps (default: the shipped recipe)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--attention-window", type=int, default=None,
-                        help="text decoder sees only its last N tokens (the shipped baseline: 128)")
-
-    def run(args):
-        from .world.train_base import train_base as train
-
-        kwargs = {"seed": args.seed, "window": args.attention_window} | ({"steps": args.steps} if args.steps else {})
-        info = train(args.out, **kwargs)
-        print(json.dumps(info, indent=2))
-
-    return run
+# ---- output -------------------------------------------------------------------------------------------
+def _output_arguments(parser) -> None:
+    parser.add_argument("--json", type=t.output_file, help="write the metrics here ('-' for stdout)")
+    parser.add_argument("--records", type=t.output_dir,
+                        help="keep the per-request records in this folder (a rerun resumes there)")
 
 
-def _summary(result: dict) -> str:
-    """The result as JSON without its per-claim and per-scene rows."""
-    return json.dumps({k: v for k, v in result.items() if k not in ("claims", "scenes")}, indent=2)
-
-
-def _probe_headline(result: dict) -> str:
-    return json.dumps({"claim_mass_by_quarter": result["claim_mass_by_quarter"],
-                       "dilution_plateau": result["dilution"]["plateau"],
-                       "dilution_break_t": result["dilution"]["break_t"],
-                       "convergence_layer_mean": result["convergence_layer_mean"]}, indent=2)
-
-
-def _emit(result: dict, destination: str | None, show=_summary) -> None:
-    """`-`: the whole result as JSON on stdout; otherwise print `show(result)` and write the file if asked."""
+def _emit(result: dict, destination: str | None, show=None) -> None:
+    """'-': the whole result as JSON on stdout; otherwise print `show(result)` and write the file if asked."""
     from .io import atomic_write_json
 
     if destination == "-":
         print(json.dumps(result, indent=2))
         return
-    print(show(result))
+    print(show(result) if show else json.dumps(result, indent=2))
     if destination:
         atomic_write_json(destination, result)
 
 
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
-    parser.add_argument("--pvm", help="adapter directory or shipped name (pvm-stage1, pvm-stage2, mlp-control, ...)")
+def _cells(values, scale: float = 100.0) -> str:
+    return "".join(f"{'-' if v is None else f'{scale * v:.1f}':>8}" for v in values)
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split(",") if x.strip())
+def _paint_table(metrics: dict) -> str:
+    name = metrics["metric"]["name"]
+    kinds = [k for k in metrics["metric"]["kinds"] if len(metrics["metric"]["kinds"]) > 1]
+    lines = [f"{metrics['suite']} suite, {name} (%) by quarter of the answer",
+             f"{'variant':<34}{'all':>8}" + "".join(f"{q:>8}" for q in ("Q1", "Q2", "Q3", "Q4")) + "  answers, tokens"]
+    for variant, m in metrics["variants"].items():
+        lines.append(f"{variant[:33]:<34}{_cells([m['primary']])}{_cells(m['primary_by_quarter'])}"
+                     f"  {m['requests']}, {m['answer_tokens_mean']:.0f}")
+        for kind in kinds:
+            table = m["claims_by_quarter"][kind]
+            rate = table["correct_rate"] if metrics["metric"]["higher_is_better"] else table["error_rate"]
+            lines.append(f"{'  ' + kind + ' claims':<34}{'':>8}{_cells(rate)}  n={sum(table['n'])}")
+    return "\n".join(lines)
 
 
-@command("train-pvm", "train PVM (or a control) on a frozen base: Stage I (SFT) or Stage II (GRPO)")
-def train_pvm(parser: argparse.ArgumentParser):
-    parser.add_argument("--base", help="base model directory (default: the shipped baseline)")
-    parser.add_argument("--out", required=True, help="adapter output directory")
-    parser.add_argument("--stage", type=int, choices=[1, 2], default=1)
-    parser.add_argument("--init", help="stage 2: adapter to start from (directory or shipped name)")
-    parser.add_argument("--preset", help="PVM preset (qwen3-vl-8b, qwen3-vl-4b); default: scaled to the base")
-    parser.add_argument("--layers", type=_ints, help="decoder layers, e.g. 2,3")
-    parser.add_argument("--placement", choices=["strided", "peak", "decay"], default=None,
-                        help="choose the layers by the paper's strategy from the base's measured attention profile")
-    parser.add_argument("--blocks", type=int, default=2, help="PVM layers when --layers is not given")
-    parser.add_argument("--block", choices=["pvm", "mlp"], default="pvm", help="mlp = iso-parameter control")
-    parser.add_argument("--visual-source", default="embeddings", help="embeddings | hidden:<layer>")
-    parser.add_argument("--alpha-init", type=float, default=None,
-                        help="initial gate alpha (default 0: the attached adapter leaves outputs unchanged)")
-    parser.add_argument("--data", help="SFT data file (.json/.jsonl/.parquet); default: the painter world")
-    parser.add_argument("--examples", type=int, default=None, help="world examples (default: steps x batch)")
-    parser.add_argument("--max-gap", type=int, default=None,
-                        help="world answers with 0..N filler tokens per step (default: the base's own range)")
-    parser.add_argument("--fillers", help="world filler kinds, e.g. said or said,count (default: the base's own)")
-    parser.add_argument("--loss-on", choices=["claims", "answer"], default=None,
-                        help="stage 1 loss: the world's grounded claims (world default) or every answer token (--data)")
-    parser.add_argument("--backbone-visual-dropout", type=float, default=0.0, metavar="P",
-                        help="stage 1: in this share of training requests only PVM sees the image")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=None, help="default 1e-4 (stage 1), 1e-6 (stage 2)")
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=10, help="log the loss every N steps")
-    parser.add_argument("--num-generations", type=int, default=8, help="stage 2 group size")
-    parser.add_argument("--train-backbone", action="store_true", help="also train the language model")
+def _probe_table(metrics: dict) -> str:
+    lines = [_paint_table(metrics), "", "image share at claim tokens by quarter (mean over layers); "
+             "dilution plateau and break (mean over layers); LogitLens convergence layer"]
+    for variant, m in metrics["variants"].items():
+        if "claim_mass_by_quarter" not in m:
+            continue
+        by_q = [_mean([row[q] for row in m["claim_mass_by_quarter"]]) for q in range(4)]
+        dilution = m.get("dilution", {})
+        lines.append(f"{variant[:33]:<34}{_cells(by_q, 1.0).replace('.', '.', 1)}  plateau "
+                     f"{_mean(dilution.get('plateau', [])) or 0:.4f} break t={_mean(dilution.get('break_t', [])) or 0:.0f}"
+                     f"  convergence {m['lens']['convergence_layer_mean'] or 0:.2f}")
+    return "\n".join(lines)
 
-    def run(args):
-        from .train.run import train_pvm_command
 
-        train_pvm_command(args)
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
 
-    return run
+
+# ---- entry point --------------------------------------------------------------------------------------
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so `finally` blocks and temporary-file cleanup run."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (`pvm-probe paint: error: argument --scenes: ...`), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pvm-probe", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="pvm-probe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (setup, help_text) in COMMANDS.items():
         child = sub.add_parser(name, help=help_text, description=help_text)
         child.set_defaults(run=setup(child))
@@ -267,13 +310,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or an argument error (2, already printed by argparse)
+        return int(exit_.code or 0)
     args.argv = argv
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"pvm-probe {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"pvm-probe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"pvm-probe {args.command}: stopped by SIGTERM", file=sys.stderr)
+        return 143
+    except (InputError, OSError) as err:  # bad input of any kind; files that cannot be read or written
+        print(f"pvm-probe {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Attach PVM blocks to a Hugging Face VLM through hooks, and take them off again.
+"""Attach PVM blocks to a Hugging Face VLM through hooks (a new config, or a saved adapter), and take
+them off again.
 
 Per forward pass:
   1. a pre-hook on the multimodal model reads `input_ids` and the cache; when a new request starts
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,15 +27,21 @@ from .backbones import (
     HookSites,
     check_layers,
     decoder_layers,
+    forward_start,
     get_module,
     hook_sites,
     text_config,
-    visual_token_ids,
 )
-from .config import PVMConfig
-from .memory import BLOCKS, VisualKV, build_block
-
-BLOCK_ATTR = "pvm"
+from .checkpoints import (
+    check_fingerprint,
+    read_adapter_meta,
+    read_adapter_weights,
+    resolve_adapter,
+    save_adapter,
+)
+from .config import PVMConfig, is_int
+from .errors import InputError, show
+from .memory import BLOCK_ATTR, BLOCKS, VisualKV, build_block
 
 
 @dataclass
@@ -112,9 +120,9 @@ class PVMHandle:
         return {layer: block.alpha.detach().item() for layer, block in sorted(self.blocks.items())}
 
     @contextmanager
-    def gates_off(self, layers: Iterable[int] | None = None):
-        """Causal ablation: alpha = 0 in the given layers (all by default), restored afterwards."""
-        chosen = list(self.blocks) if layers is None else list(layers)
+    def gates_off(self, layers: Iterable[int] | int | None = None):
+        """Causal ablation: alpha = 0 in the given PVM layers (all by default), restored afterwards."""
+        chosen = self._pvm_layers(layers)
         saved = {i: self.blocks[i].alpha.detach().clone() for i in chosen}
         try:
             with torch.no_grad():
@@ -125,6 +133,18 @@ class PVMHandle:
             with torch.no_grad():
                 for i, value in saved.items():
                     self.blocks[i].alpha.copy_(value)
+
+    def _pvm_layers(self, layers: Iterable[int] | int | None) -> list[int]:
+        """`layers` as a list, each checked to carry a block (None: every PVM layer)."""
+        if layers is None:
+            return list(self.blocks)
+        chosen = [layers] if is_int(layers) else list(layers) if isinstance(layers, Iterable) else None
+        if chosen is None or not all(map(is_int, chosen)):
+            raise InputError(f"layers must be PVM layer indices, got {show(layers)}")
+        bad = [i for i in chosen if i not in self.blocks]
+        if bad:
+            raise InputError(f"layer {bad[0]} has no PVM block; PVM layers are {sorted(self.blocks)}")
+        return chosen
 
     # ---- the swapped-image control ------------------------------------------------------------
     def encode_visual(self, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,20 +176,11 @@ class PVMHandle:
         """PVM reads these visual tokens (e.g. from `encode_visual` on another image)."""
         return self.visual_override(lambda *_: (tokens, key_mask))
 
-    def rolled_visual(self, shift: int = 1):
-        """The swapped-image control within a batch: request i's PVM reads request i+shift's image."""
-        def roll(tokens, key_mask):
-            if tokens.shape[0] < 2:
-                raise RuntimeError("the rolled-image control needs at least 2 requests in every batch")
-            return tokens.roll(-shift, dims=0), key_mask.roll(-shift, dims=0)
-
-        return self.visual_override(roll)
-
     # ---- life cycle ----------------------------------------------------------------------------
-    def save(self, directory, provenance: dict | None = None) -> None:
-        from .checkpoints import save_adapter
-
-        save_adapter(self, directory, provenance)
+    def save(self, directory, provenance: dict | None = None) -> Path:
+        """Write the adapter (`checkpoints` format) with this handle's provenance updated by `provenance`."""
+        return save_adapter(directory, self.config, self.state_dict(), self.model,
+                            {**self.provenance, **(provenance or {})})
 
     def remove(self) -> None:
         for hook in self._hooks:
@@ -208,22 +219,18 @@ class PVMHandle:
             hook(ffn.register_forward_hook(lambda _m, _a, out, i=i, slot=slot: self._inject(i, slot, out)))
 
     def _start_forward(self, module, args, kwargs) -> None:
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        past = cache.get_seq_length() if cache is not None else 0
-        new_request = past == 0 or kwargs.get("pixel_values") is not None
-        visual_mask = self._visual_mask(module, input_ids, kwargs.get("inputs_embeds"))  # [B, T]
-        if new_request:
-            self.memory.reset(visual_mask)
+        start = forward_start(self.model, module, args, kwargs)
+        if start.new_request:
+            self._check_gates()
+            self.memory.reset(start.visual)
         else:
-            self.memory.visual_mask = visual_mask
+            self.memory.visual_mask = start.visual
 
-    def _visual_mask(self, module, input_ids, inputs_embeds) -> torch.Tensor:
-        ids = torch.tensor(visual_token_ids(self.model))
-        if input_ids is not None:
-            return torch.isin(input_ids, ids.to(input_ids.device))  # [B, T]
-        table = module.get_input_embeddings()(ids.to(inputs_embeds.device))  # [K, d]
-        return (inputs_embeds[:, :, None, :] == table).all(-1).any(-1)  # [B, T]
+    def _check_gates(self) -> None:
+        """A NaN or infinite alpha would turn every answer into noise: refuse it before the request runs."""
+        bad = [layer for layer, block in self.blocks.items() if not torch.isfinite(block.alpha).all()]
+        if bad:
+            raise InputError(f"PVM gate alpha is not finite in layer(s) {bad}: the adapter's weights are broken")
 
     def _capture_embeddings(self, _module, _args, kwargs) -> None:
         if self.memory.capturing:
@@ -262,10 +269,21 @@ class PVMHandle:
         return ffn_out + block(x, kv, memory.text_mask)  # [B, T, d]
 
 
+def _check_model(model: nn.Module, layers=()) -> None:
+    """The model is of a supported architecture and has these decoder layers (else `InputError`)."""
+    try:
+        hook_sites(model)
+        check_layers(model, layers)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+
+
 def attach_pvm(model: nn.Module, config: PVMConfig) -> PVMHandle:
     """Add PVM blocks (alpha = 0: the model's outputs are unchanged) and return their handle."""
+    if not isinstance(config, PVMConfig):
+        raise InputError(f"config must be a PVMConfig, got {show(config)}")
+    _check_model(model, config.layers)
     sites = hook_sites(model)
-    check_layers(model, config.layers)
     if any(is_pvm_block(m) for m in model.modules()):
         raise RuntimeError("PVM is already attached to this model; call handle.remove() first")
     hidden = text_config(model).hidden_size
@@ -281,6 +299,26 @@ def attach_pvm(model: nn.Module, config: PVMConfig) -> PVMHandle:
     except BaseException:
         handle.remove()
         raise
+    return handle
+
+
+def load_pvm(model: nn.Module, adapter, allow_other_weights: bool = False) -> PVMHandle:
+    """Attach the adapter saved in `adapter` (a directory or a shipped adapter's name) to `model`.
+
+    Everything is checked before the model is touched: the config file, the base fingerprint against
+    `model`, the weights' header, shapes and finiteness. Errors are one line (`InputError`, or
+    `FileNotFoundError` for missing files)."""
+    directory = resolve_adapter(adapter)
+    meta = read_adapter_meta(directory, check_weights=False)
+    config = PVMConfig.from_dict(meta["pvm"], prefix="pvm")
+    _check_model(model)
+    check_fingerprint(meta["base"], model, allow_other_weights)
+    weights = read_adapter_weights(directory, meta)
+    handle = attach_pvm(model, config)
+    with torch.no_grad():
+        for name, param in handle.named_parameters():
+            param.copy_(weights[name])
+    handle.provenance = meta["provenance"]
     return handle
 
 

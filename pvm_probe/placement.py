@@ -14,12 +14,11 @@ and return `n_blocks` decoder-layer indices, sorted:
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
-import torch
 
 from .config import strided_layers
-from .probes import VisualAttentionMass
-from .world.paint import DEFAULT_FILLER, DEFAULT_LONG, eval_examples, prompt_inputs
 
 STRATEGIES = ("strided", "peak", "decay")
 
@@ -49,10 +48,6 @@ def relative_decay(mass: np.ndarray) -> np.ndarray:
     return 1.0 - quarters[:, 3] / quarters[:, 0]
 
 
-def strided(num_layers: int, n_blocks: int) -> tuple[int, ...]:
-    return strided_layers(num_layers, n_blocks)
-
-
 def peak_attention(mass: np.ndarray, n_blocks: int) -> tuple[int, ...]:
     mass = _check(mass, n_blocks)
     return _top(np.nanmean(mass, axis=1), n_blocks)
@@ -67,7 +62,7 @@ def place(strategy: str, mass: np.ndarray, n_blocks: int) -> tuple[int, ...]:
     """Layer list for one strategy (`strided`, `peak`, `decay`)."""
     mass = _check(mass, n_blocks)
     if strategy == "strided":
-        return strided(mass.shape[0], n_blocks)
+        return strided_layers(mass.shape[0], n_blocks)
     if strategy == "peak":
         return peak_attention(mass, n_blocks)
     if strategy == "decay":
@@ -79,28 +74,16 @@ def all_placements(mass: np.ndarray, n_blocks: int) -> dict[str, tuple[int, ...]
     return {s: place(s, mass, n_blocks) for s in STRATEGIES}
 
 
-@torch.no_grad()
-def measure_mass(model, inputs: dict, new_tokens: int) -> np.ndarray:
-    """[L, T] visual attention mass by layer and generated position, mean over requests and heads,
-    measured by the streaming probe during a greedy `generate` of exactly `new_tokens` tokens."""
-    with VisualAttentionMass(model) as mass:
-        model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    return mass.result.by_layer()
+def measure_mass(model, processor, suite, batch_size: int = 8, max_new_tokens: int | None = None) -> np.ndarray:
+    """[L, T] visual attention mass of the loaded model by layer and generated position, mean over the suite's
+    requests (NaN where no answer reaches t), measured by the runner's streaming probe during `generate`."""
+    from .report.metrics import mass_curve
+    from .runner import RunConfig, run
+    from .variants import BASELINE
 
-
-def world_mass(model, processor, scenes: int = 16) -> np.ndarray:
-    """The profile on held-out painter-world scenes at the default long setting."""
-    examples = eval_examples(processor, scenes=scenes, seed=2, length=DEFAULT_LONG, filler=DEFAULT_FILLER)
-    return measure_mass(model, dict(prompt_inputs(processor, examples)), len(examples[0].answer) + 1)
-
-
-def scenes_mass(model, processor, scenes: int = 8, new_tokens: int = 256, image_size: int = 448) -> np.ndarray:
-    """The profile of any local VLM on held-out generated scenes, under the scenes suite's prompt."""
-    from .painter.scenes import make_scene, render, scene_seeds
-    from .painter.scenes.generate import chat_inputs
-
-    images = [render(make_scene(s), image_size) for s in scene_seeds(scenes, seed=2)]
-    return measure_mass(model, dict(chat_inputs(processor, images).to(model.device)), new_tokens)
+    config = RunConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, probes=True, explore=0, progress=False)
+    with tempfile.TemporaryDirectory(prefix="pvm_probe_placement_") as tmp:
+        return mass_curve(run(model, processor, suite, [BASELINE], tmp, config))
 
 
 def layer_scores(mass: np.ndarray) -> dict[str, list[float]]:
@@ -110,23 +93,13 @@ def layer_scores(mass: np.ndarray) -> dict[str, list[float]]:
             "relative_decay": relative_decay(mass).tolist()}
 
 
-def profile_of(model, processor, suite: str, scenes: int = 8) -> np.ndarray:
-    """[L, T] measured visual mass of a loaded model: on the painter world or on generated scenes."""
-    if suite == "world":
-        return world_mass(model, processor, scenes)
-    if suite == "scenes":
-        return scenes_mass(model, processor, scenes)
-    raise ValueError(f"unknown suite {suite!r}; known: world, scenes")
+def measure_profile(job, n_blocks: int = 2) -> dict:
+    """Load a job's base, measure its profile on the job's suite, and return every strategy's layers with what
+    they ranked."""
+    from .jobs import open_job
 
-
-def measure_profile(base=None, n_blocks: int = 2, suite: str | None = None, scenes: int = 8) -> dict:
-    """Load a base, measure its profile, and return every strategy's layers with what they ranked."""
-    from .loading import BASELINE_DIR, load_base
-    from .painter.scenes import load_processor
-
-    suite = suite or ("scenes" if base else "world")
-    loader = {"load_processor": load_processor} if suite == "scenes" else {}
-    model, processor = load_base(base, **loader)
-    mass = profile_of(model, processor, suite, scenes)  # [L, T]
-    return {"base": str(base or BASELINE_DIR), "suite": suite, "blocks": n_blocks,
+    job.adapters, job.arms = [], []
+    model, processor, suite, _ = open_job(job)
+    mass = measure_mass(model, processor, suite, job.run.batch_size, job.run.max_new_tokens)  # [L, T]
+    return {"base": job.model.base or "embedded default", "suite": suite.settings(), "blocks": n_blocks,
             "layers": {s: list(v) for s, v in all_placements(mass, n_blocks).items()}, **layer_scores(mass)}

@@ -29,7 +29,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from transformers.models.llava.processing_llava import LlavaProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from .world.processor import CHAT_TEMPLATE, chat_template
+from .suites.world.processor import CHAT_TEMPLATE, chat_template
 
 VOCAB = 128
 IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END, PAD = 120, 121, 122, 123, 0

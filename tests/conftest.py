@@ -45,3 +45,14 @@ def qwen3_pvm(qwen3):
     open_gates(handle)
     yield qwen3, handle
     handle.remove()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """A tiny random checkpoint of each supported family, saved as a local Hugging Face directory whose
+    tokenizer knows the scenes suite's words (so decoded answers hold claims)."""
+    from pvm_probe.suites.scenes.words import SCENE_WORDS
+    from pvm_probe.zoo import ARCHS, save_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    return {arch: save_tiny_checkpoint(arch, root / arch, SCENE_WORDS) for arch in ARCHS}

@@ -1,40 +1,84 @@
-"""The CLI, called in-process."""
+"""The CLI, called in-process: one-line errors with exit codes, checks before any work, instant --help."""
 
-import json
+import subprocess
+import sys
+import time
 
 import pytest
-from conftest import small_config
 
-from pvm_probe import attach_pvm
+from pvm_probe import cli
 from pvm_probe.cli import main
-from pvm_probe.zoo import tiny_model
 
 
-def test_info_describes_an_adapter(tmp_path, capsys):
-    model = tiny_model("qwen3_vl")
-    handle = attach_pvm(model, small_config())
-    handle.save(tmp_path / "a", provenance={"stage": "I"})
-    assert main(["info", str(tmp_path / "a")]) == 0
-    out = capsys.readouterr().out
-    assert "layers       [1, 3]" in out and f"{handle.num_parameters():,}" in out and '"stage": "I"' in out
-
-
-def test_errors_are_one_line(tmp_path, capsys):
-    assert main(["info", str(tmp_path / "missing")]) == 2
+def one_line(capsys) -> str:
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pvm-probe info: error: no adapter directory") and "\n" not in err
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["paint", "--scenes", "0"], "argument --scenes: expected a positive integer, got '0'"),
+    (["paint", "--scenes", "-3"], "argument --scenes: expected a positive integer"),
+    (["paint", "--length", "-1"], "argument --length: expected an integer >= 0"),
+    (["paint", "--seed", "-10"], "argument --seed: expected a held-out set number >= 0"),
+    (["paint", "--filler", "bogus"], "argument --filler: invalid choice: 'bogus'"),
+    (["paint", "--batch-size", "0"], "argument --batch-size: expected a positive integer"),
+    (["paint", "--json", "."], "argument --json: . is a directory"),
+    (["report", "--out", __file__], "is an existing file; expected a folder"),
+    (["paint", "--base", "/no/such/dir"], "argument --base: /no/such/dir: no such directory"),
+    (["paint", "--data", "/no/such.jsonl"], "argument --data: /no/such.jsonl: no such file"),
+    (["bench", "nope"], "argument name: invalid choice"),
+])
+def test_argument_errors_are_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = one_line(capsys)
+    assert err.startswith(f"pvm-probe {argv[0]}: error: ") and message in err
 
 
-def test_probe_prints_headline_numbers_and_saves_results(capsys, tmp_path):
-    assert main(["probe", "--scenes", "2", "--json", str(tmp_path / "p.json")]) == 0
-    headline = json.loads(capsys.readouterr().out)
-    assert set(headline) == {"claim_mass_by_quarter", "dilution_plateau", "dilution_break_t", "convergence_layer_mean"}
-    saved = json.loads((tmp_path / "p.json").read_text())
-    assert len(saved["mass_by_layer"]) == 4 and len(saved["dilution"]["plateau"]) == 4
+@pytest.mark.parametrize("argv,message", [
+    (["paint", "--length", "2", "--image-size", "64"], "--image-size do not apply to --suite world"),
+    (["paint", "--suite", "images"], "--suite images needs --data"),
+    (["paint", "--gates-off", "--swap-pvm-image", "--pvm", "pvm-stage1"], "two variants"),
+    (["paint", "--pvm", "no-such-adapter"], "no-such-adapter"),
+    (["paint", "--gates-off"], "gates off needs exactly one adapter"),
+])
+def test_bad_combinations_fail_before_any_model_loads(argv, message, capsys, monkeypatch):
+    import pvm_probe.loading
+
+    monkeypatch.setattr(pvm_probe.loading, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
+    assert main(argv) == 2
+    assert message in one_line(capsys)
 
 
-def test_bench_rejects_unknown_names():
-    with pytest.raises(SystemExit):
-        main(["bench", "nope"])
+def test_ctrl_c_is_one_line_and_130_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    import pvm_probe.jobs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pvm_probe.jobs, "paint", interrupted)
+    assert main(["paint"]) == 130
+    assert one_line(capsys) == "pvm-probe paint: interrupted"
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(pvm_probe.jobs, "paint", bug)
+    with pytest.raises(ZeroDivisionError):
+        main(["paint"])
+
+
+def test_help_and_argument_errors_come_back_without_torch():
+    code = ("import sys, time; t = time.time(); from pvm_probe.cli import main; main(['report', '--help']); "
+            "code = main(['paint', '--scenes', '0']); "
+            "print('heavy', sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules), code)")
+    start = time.time()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "--out" in done.stdout and "heavy [] 2" in done.stdout, done.stdout + done.stderr
+    assert time.time() - start < 10
+
+
+def test_every_command_has_help(capsys):
+    for name in cli.COMMANDS:
+        assert main([name, "--help"]) == 0
+        assert "usage: pvm-probe" in capsys.readouterr().out

@@ -4,10 +4,12 @@ measured profile (the streaming probe, itself checked against eager attention in
 import numpy as np
 import pytest
 import torch
-from conftest import continuation_inputs
 
-from pvm_probe.placement import all_placements, max_decay, measure_mass, peak_attention, place, strided
-from pvm_probe.zoo import IMAGE_TOKEN, Image, fake_request, tiny_model
+from pvm_probe.config import strided_layers
+from pvm_probe.loading import load_base
+from pvm_probe.placement import all_placements, max_decay, measure_mass, peak_attention, place
+from pvm_probe.runner import chat_inputs
+from pvm_probe.suites import ScenesSuite
 
 
 def _profile(levels, decays, t=64):
@@ -20,8 +22,8 @@ def test_strategies_pick_the_constructed_layers():
     mass = _profile(levels=[.1, .5, .4, .1, .2, .1], decays=[.0, .01, .02, .5, .3, .0])
     assert peak_attention(mass, 2) == (1, 2)
     assert max_decay(mass, 2) == (3, 4)
-    assert strided(36, 3) == (8, 16, 24)  # the paper's layers for Qwen3-VL-8B
-    assert all_placements(mass, 2) == {"strided": strided(6, 2), "peak": (1, 2), "decay": (3, 4)}
+    assert strided_layers(36, 3) == (8, 16, 24)  # the paper's layers for Qwen3-VL-8B
+    assert all_placements(mass, 2) == {"strided": strided_layers(6, 2), "peak": (1, 2), "decay": (3, 4)}
 
 
 def test_max_decay_is_scale_free_and_ignores_ended_rows():
@@ -41,20 +43,28 @@ def test_bad_requests_name_the_problem(bad, message):
         place("peak", mass[:, :2], 1)
 
 
-def test_measured_profile_equals_eager_attention_weights():
-    """Reference: eager `output_attentions` of one full forward over prompt + the generated tokens."""
-    model = tiny_model("qwen3_vl", attn="eager")
-    inputs = fake_request(model, [Image(4, 4), Image(2, 4)])  # the second row is left-padded
-    mass = measure_mass(model, inputs, new_tokens=8)  # [L, T]
-    with torch.no_grad():
-        sequences = model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
-        full = continuation_inputs(inputs, sequences)
-        attentions = model(**full, output_attentions=True).attentions  # L x [B, H, S, S]
-    P, image = inputs["input_ids"].shape[1], (full["input_ids"] == IMAGE_TOKEN)[:, None, None, :]
-    expected = np.stack([(a[:, :, P - 1:-1] * image).sum(-1).mean((0, 1)).numpy() for a in attentions])  # [L, T]
-    np.testing.assert_allclose(mass, expected, atol=1e-5)
-    layers = all_placements(mass, 2)
-    assert layers["peak"] == tuple(sorted(np.argsort(-mass.mean(1))[:2].tolist()))
+def test_measured_profile_equals_eager_attention_weights(tiny_checkpoints):
+    """Reference: eager `output_attentions` of one full forward per request over prompt + its answer, averaged
+    over the requests whose answer reaches each position."""
+    model, processor = load_base(tiny_checkpoints["qwen3_vl"], attn_implementation="eager")
+    suite = ScenesSuite(scenes=2, image_size=64, max_new_tokens=6)
+    mass = measure_mass(model, processor, suite, batch_size=2)  # [L, T]
+    rows = []
+    for i in range(2):
+        inputs = chat_inputs(processor, [suite.request(i)], model.device)
+        with torch.no_grad():
+            sequences = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+            full = {**inputs, "input_ids": sequences, "attention_mask": torch.ones_like(sequences),
+                    "mm_token_type_ids": torch.nn.functional.pad(inputs["mm_token_type_ids"],
+                                                                 (0, sequences.shape[1] - inputs["input_ids"].shape[1]))}
+            attentions = model(**full, output_attentions=True).attentions  # L x [1, H, S, S]
+        P, image = inputs["input_ids"].shape[1], sequences[0] == model.config.image_token_id
+        rows.append(np.stack([a[0, :, P - 1:-1][..., image].sum(-1).mean(0).numpy() for a in attentions]))
+    width = max(r.shape[1] for r in rows)
+    expected = np.nanmean(np.stack([np.pad(r, ((0, 0), (0, width - r.shape[1])), constant_values=np.nan)
+                                    for r in rows]), axis=0)  # [L, T]
+    np.testing.assert_allclose(mass, expected[:, : mass.shape[1]], atol=1e-5)
+    assert all_placements(mass, 2)["peak"] == tuple(sorted(np.argsort(-np.nanmean(mass, 1))[:2].tolist()))
 
 
 def test_placement_command_on_a_local_checkpoint(tmp_path, capsys):
@@ -65,9 +75,9 @@ def test_placement_command_on_a_local_checkpoint(tmp_path, capsys):
 
     save_tiny_checkpoint("llava", tmp_path / "llava")
     assert main(["placement", "--base", str(tmp_path / "llava"), "--blocks", "1", "--scenes", "2",
-                 "--json", str(tmp_path / "p.json")]) == 0
+                 "--max-new-tokens", "8", "--image-size", "64", "--json", str(tmp_path / "p.json")]) == 0
     result = json.loads((tmp_path / "p.json").read_text())
-    assert result["suite"] == "scenes" and set(result["layers"]) == {"strided", "peak", "decay"}
+    assert result["suite"]["suite"] == "scenes" and set(result["layers"]) == {"strided", "peak", "decay"}
     mass = np.array(result["mean_mass"])
     assert result["layers"]["peak"] == [int(mass.argmax())]
     assert main(["placement", "--base", str(tmp_path / "missing")]) == 2

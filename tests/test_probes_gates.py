@@ -31,11 +31,12 @@ def test_retrieval_weights_and_injection_ratio(qwen3_pvm, tmp_path):
     with PVMRetrieval(handle) as probe:
         generate(model, batch)
     r = probe.result
-    assert r.weights.shape == (2, 2, 4, NEW, 4)  # B, L, H, T, N (4 merged tokens for the 4x4 grid)
+    assert r.weights.shape == (2, 2, NEW, 4)  # B, L, T, N (4 merged tokens for the 4x4 grid)
     np.testing.assert_allclose(r.weights.sum(-1), 1, atol=1e-5)
     assert np.all(r.weights[1, ..., 2:] == 0)  # row 1 has 2 visual tokens: padded slots get nothing
     np.testing.assert_allclose(r.alpha, [handle.alphas()[1], handle.alphas()[3]])
-    assert np.all(r.entropy() <= np.log(4) + 1e-6)
+    assert r.entropy.shape == (2, 2, NEW) and np.all(r.entropy <= np.log(4) + 1e-6)
+    assert np.all(r.entropy[1] <= np.log(2) + 1e-6)  # two real keys: at most log 2
     # injection ratio by hand: alpha * ||RMSNorm(W_up h)|| = alpha * sqrt(d) (no-affine RMSNorm) over ||x||
     assert np.all(r.injection_ratio > 0)
     r.save(tmp_path / "r")

@@ -164,12 +164,17 @@ def test_swapped_visual_changes_only_what_pvm_reads(qwen3_pvm):
     torch.testing.assert_close(logits(model, real), plain, atol=0, rtol=0)  # override removed
 
 
-def test_rolled_visual_gives_each_request_its_neighbours_image(qwen3_pvm):
+def test_non_finite_pixels_or_gates_are_refused_before_the_request_runs(qwen3_pvm):
+    from pvm_probe.errors import InputError
+
     model, handle = qwen3_pvm
-    batch = fake_request(model, [Image(4, 4), Image(4, 4)], seed=4)
-    a, b = (_row(batch, i) for i in range(2))
-    with handle.swapped_visual(*handle.encode_visual(**b)):
-        a_reads_b = logits(model, a)
-    with handle.rolled_visual():
-        rolled = logits(model, batch)
-    torch.testing.assert_close(rolled[0], a_reads_b[0], atol=1e-5, rtol=0)
+    batch = fake_request(model, [Image(4, 4)])
+    broken = {**batch, "pixel_values": batch["pixel_values"].clone()}
+    broken["pixel_values"][0, 0] = float("nan")
+    with pytest.raises(InputError, match="pixel_values hold NaN"):
+        logits(model, broken)
+    with torch.no_grad():
+        handle.blocks[3].alpha.fill_(float("inf"))
+    with pytest.raises(InputError, match=r"alpha is not finite in layer\(s\) \[3\]"):
+        logits(model, batch)
+

@@ -1,74 +1,99 @@
-"""The report end to end on the shipped baseline and a fresh adapter (small sizes)."""
+"""The report end to end: the embedded default with a shipped adapter and its controls, every suite's layout on
+tiny checkpoints, whole-or-nothing output under SIGTERM, and readable file modes."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
-import torch
 
-from pvm_probe import PVMConfig, attach_pvm
 from pvm_probe.cli import main
-from pvm_probe.loading import load_base
+from pvm_probe.records import RECORDS, read_records
 from pvm_probe.report import SCHEMA_VERSION
+
+FIGURES = ("claims_by_quarter", "mass_vs_position", "claim_mass_by_quarter", "accuracy_vs_mass", "logit_lens",
+           "pvm_gates", "retrieval_overlay")
 
 
 @pytest.fixture(scope="module")
-def adapter(tmp_path_factory):
-    model, _ = load_base()
-    torch.manual_seed(0)
-    handle = attach_pvm(model, PVMConfig.for_model(128, 4, n_blocks=2))
-    with torch.no_grad():
-        for block in handle.blocks.values():
-            block.alpha.fill_(0.05)
-    path = tmp_path_factory.mktemp("adapter")
-    handle.save(path, provenance={"stage": "untrained, for the test"})
-    return path
+def world_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world") / "report"
+    assert main(["report", "--pvm", "pvm-stage1", "--scenes", "4", "--out", str(out)]) == 0
+    return out
 
 
-def test_report_writes_html_metrics_and_figures(tmp_path, adapter):
-    assert main(["report", "--pvm", str(adapter), "--out", str(tmp_path), "--scenes", "4", "--probe-scenes", "2"]) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["schema_version"] == SCHEMA_VERSION
-    base, pvm = metrics["models"]["baseline"], metrics["models"][str(adapter)]
-    assert len(base["accuracy_by_quartile"]) == 4 and len(base["claim_mass_by_quarter"]) == 4  # 4 layers
-    assert base["accuracy_by_quartile"][0] > 0.75  # far above chance (1/36) while the image is in the window
-    assert metrics["setting"]["attention_window"] == 128
-    assert len(pvm["pvm_queried_cell_by_quarter"]) == 2 and len(pvm["pvm_queried_cell_by_quarter"][0]) == 4
-    assert set(pvm["alpha"]) == {"1", "2"} and pvm["alpha"]["1"] == pytest.approx(0.05)
-    assert "accuracy_by_quartile_swapped" in pvm and "accuracy_by_quartile_gates_off" in pvm
-    assert pvm["accuracy_by_quartile_gates_off"] == base["accuracy_by_quartile"]  # alpha = 0 is the baseline
-    for name in ("accuracy_by_quartile", "mass_vs_position", "logit_lens_kl", "gates", "retrieval_overlay",
-                 "pvm_queried_cell"):
-        assert (tmp_path / f"{name}.png").stat().st_size > 5_000
-        assert (tmp_path / f"{name}.svg").is_file()
-    page = (tmp_path / "report.html").read_text()
-    assert "<script src=" not in page and "<link" not in page  # offline: nothing loaded from elsewhere
-    assert page.count("Plotly.newPlot") == 2 and "data:image/png;base64," in page
-    assert "last 128 tokens" in page and "the paper's numbers" in page.lower()
+def test_world_report_has_every_section_and_the_controls(world_report):
+    metrics = json.loads((world_report / "metrics.json").read_text())
+    assert metrics["schema_version"] == SCHEMA_VERSION == 2 and metrics["suite"] == "world"
+    assert list(metrics["variants"]) == ["baseline", "pvm-stage1", "pvm-stage1 | gates off",
+                                         "pvm-stage1 | swapped image"]
+    base, pvm = metrics["variants"]["baseline"], metrics["variants"]["pvm-stage1"]
+    assert base["primary_by_quarter"][0] > 0.75  # far above chance (1/36) while the image is in the window
+    assert metrics["variants"]["pvm-stage1 | gates off"]["claims_by_quarter"] == base["claims_by_quarter"]
+    assert metrics["setting"]["attention_window"] == 128 and metrics["image_leaves_window_at"] > 100
+    assert len(base["mass_by_layer"]) == 4 and len(base["claim_mass_by_quarter"]) == 4
+    assert set(pvm["pvm"]) >= {"layers", "alpha", "on_claimed_region_by_quarter", "claimed_region_chance"}
+    assert pvm["pvm"]["claimed_region_chance"] == pytest.approx(1 / 16)
+    for name in FIGURES + ("training_curves",):
+        assert (world_report / f"{name}.png").stat().st_size > 5_000 and (world_report / f"{name}.svg").is_file()
 
 
-def test_claim_mass_skips_a_claim_cut_off_at_the_budget():
-    import numpy as np
-
-    from pvm_probe.report.collect import claim_mass_by_quarter
-
-    tokens = ["p0", "r0c0", "red", "circle", "p1", "r0c1", "blue", "star", "p2", "r0c2"]  # p2's colour never came
-    image = np.arange(2 * len(tokens), dtype=float).reshape(1, 2, len(tokens))  # [B=1, L=2, T]
-    mass = claim_mass_by_quarter(image, [tokens])  # [1, 4, 2]
-    np.testing.assert_allclose(mass[0, 0], image[0, :, 2])  # rows 2 and 6 predict the two colours
-    np.testing.assert_allclose(mass[0, 1], image[0, :, 6])
-    assert np.isnan(mass[0, 2:]).all()
+def test_world_report_page_is_offline_and_says_what_the_figures_show(world_report):
+    page = (world_report / "report.html").read_text()
+    assert "<script src=" not in page and "<link" not in page and "http://" not in page.replace(
+        "http://www.w3.org", "")  # nothing loaded from elsewhere (SVG namespaces are not loads)
+    assert page.count('class="caption"') >= len(FIGURES) + 1  # every figure and the explorer
+    assert "last 128 tokens" in page and "The paper's numbers" in page
+    assert 'id="explorer-data"' in page and 'id="headline"' in page
+    assert (world_report / "report.html").stat().st_size < 10_000_000
 
 
-def test_queried_cell_share_reads_the_weight_on_the_named_cell():
-    import numpy as np
+def test_headline_cells_are_the_metrics_numbers(world_report):
+    import re
 
-    from pvm_probe.report.collect import queried_cell_share
+    metrics = json.loads((world_report / "metrics.json").read_text())
+    page = (world_report / "report.html").read_text()
+    row = re.search(r'<tr data-variant="pvm-stage1">(.*?)</tr>', page).group(1)
+    cells = dict(re.findall(r'data-key="(\w+)">([^<]*)<', row))
+    head = metrics["headline"]["variants"]["pvm-stage1"]
+    assert cells["q4"] == f"{100 * head['q4']:.1f}" and cells["gain_q4"] == f"{head['gain_q4']:+.1f}"
 
-    tokens = ["p0", "r0c0", "red", "circle", "p1", "r1c2", "blue", "star"]  # cells 0 and 6 (row-major)
-    weights = np.zeros((1, 1, 2, len(tokens), 16))  # [B, L, H, T, N]
-    weights[0, 0, :, 2, 0] = [0.5, 0.7]  # row 2 predicts r0c0's colour
-    weights[0, 0, :, 6, 6] = [0.9, 0.9]  # row 6 predicts r1c2's colour
-    weights[0, 0, :, 6, 0] = 0.1  # a cell nobody asked for does not count
-    share = queried_cell_share(weights, [tokens])  # [1, 4, 1]
-    np.testing.assert_allclose(share[0, :2, 0], [0.6, 0.9])
-    assert np.isnan(share[0, 2:]).all()
+
+def test_files_are_readable_as_any_file_the_user_writes(world_report, tmp_path):
+    for path in [world_report, *world_report.iterdir()]:
+        expected = 0o755 if path.is_dir() else 0o644  # the test runs under umask 022
+        assert path.stat().st_mode & 0o777 == expected, path
+    old = os.umask(0o077)
+    try:
+        assert main(["report", "--pvm", "pvm-stage1", "--no-controls", "--scenes", "2", "--out",
+                     str(tmp_path / "private")]) == 0
+    finally:
+        os.umask(old)
+    assert all(p.stat().st_mode & 0o077 == 0 for p in [tmp_path / "private", *(tmp_path / "private").iterdir()])
+
+
+def test_a_report_killed_by_sigterm_leaves_the_old_one_whole_and_resumes(tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", "--scenes", "2", "--pvm", "pvm-stage1", "--no-controls", "--out", str(out)]) == 0
+    old_page = (out / "report.html").read_text()
+    command = [sys.executable, "-m", "pvm_probe.cli", "report", "--scenes", "6", "--batch-size", "1",
+               "--pvm", "pvm-stage1", "--no-controls", "--out", str(out)]
+    work = tmp_path / ".report.partial"
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 300
+    while len(read_records(work / RECORDS)) < 3 and time.time() < deadline and child.poll() is None:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143 and err.strip().endswith("stopped by SIGTERM")
+    assert (out / "report.html").read_text() == old_page  # the old report, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".report.partial", "report"]  # no temp litter
+    done = len(read_records(work / RECORDS))
+    assert 3 <= done < 12
+    assert main(command[3:]) == 0  # resumes: the done records are kept
+    assert not work.exists() and json.loads((out / "metrics.json").read_text())["setting"]["scenes"] == 6
+    assert len(read_records(out / RECORDS)) == 12

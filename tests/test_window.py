@@ -10,7 +10,7 @@ from test_probes_attention_mass import eager_reference, generate, segment_column
 from pvm_probe.backbones import attention_window
 from pvm_probe.loading import load_base
 from pvm_probe.probes import VisualAttentionMass
-from pvm_probe.world.window import set_attention_window, windowed_implementation
+from pvm_probe.suites.world.window import set_attention_window, windowed_implementation
 from pvm_probe.zoo import Image, fake_request, save_tiny_checkpoint, tiny_model
 
 WINDOW = 7
@@ -73,11 +73,10 @@ def test_attention_mass_probe_matches_windowed_eager_weights(attn):
 def test_window_survives_save_and_load(tmp_path):
     directory = tmp_path / "base"
     save_tiny_checkpoint("qwen3_vl", directory)
-    no_processor = lambda path: None  # noqa: E731  (Qwen's AutoProcessor needs torchvision, absent in CI)
-    model, _ = load_base(directory, load_processor=no_processor)
+    model, _ = load_base(directory, attn_implementation="eager")
     set_attention_window(model, WINDOW)
     model.save_pretrained(directory)
-    reloaded, _ = load_base(directory, attn_implementation="sdpa", load_processor=no_processor)
+    reloaded, _ = load_base(directory, attn_implementation="sdpa")
     assert attention_window(reloaded) == WINDOW
     assert reloaded.config.text_config._attn_implementation == "windowed_sdpa"
     assert reloaded.config.vision_config._attn_implementation == "sdpa"
@@ -91,12 +90,12 @@ def test_bad_window_and_implementation_are_one_line_errors():
 
 
 def test_train_base_saves_a_windowed_baseline(tmp_path):
-    from pvm_probe.world.train_base import train_base
+    from pvm_probe.suites.world.train_base import train_base
     info = train_base(tmp_path / "base", steps=2, batch_size=2, vision_steps=2, warm_steps=1, threads=1,
                       gaps=(0,), short_gaps=(0,), window=16)
     model, _ = load_base(tmp_path / "base")
     assert info["attention_window"] == attention_window(model) == 16
-    assert model.config.text_config._attn_implementation == "windowed_eager"
+    assert model.config.text_config._attn_implementation == "windowed_sdpa"  # load_base defaults to sdpa
     again = train_base(tmp_path / "continued", steps=1, batch_size=2, warm_steps=0, threads=1, gaps=(0,),
                        short_gaps=(0,), init_from=tmp_path / "base")  # a later stage keeps the window
     assert again["attention_window"] == 16

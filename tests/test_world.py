@@ -4,26 +4,27 @@ import pytest
 import torch
 from PIL import Image
 
-from pvm_probe.world.data import make_example, prompt_text
-from pvm_probe.world.processor import build_processor, load_processor
-from pvm_probe.world.scenes import CELL_NAMES, EVAL_SEED_BASE, make_scene, render
-from pvm_probe.world.scoring import score_answer
-from pvm_probe.world.task import PaintSpec, answer_length, answer_tokens
+from pvm_probe.processors import load_processor
+from pvm_probe.suites.world.data import make_example, prompt_text
+from pvm_probe.suites.world.processor import build_processor
+from pvm_probe.suites.world.scenes import CELL_NAMES, EVAL_SEED_BASE, make_grid_scene, render_grid
+from pvm_probe.suites.world.scoring import score_painting
+from pvm_probe.suites.world.task import PaintSpec, answer_length, answer_tokens
 
 torch.set_num_threads(2)
 
 
 # ---------- generator ----------
 def test_scene_deterministic_per_seed():
-    a, b = make_scene(7), make_scene(7)
+    a, b = make_grid_scene(7), make_grid_scene(7)
     assert a == b
-    assert np.array_equal(np.asarray(render(a)), np.asarray(render(b)))
-    assert make_scene(8) != a
-    assert render(a).size == (128, 128)
+    assert np.array_equal(np.asarray(render_grid(a)), np.asarray(render_grid(b)))
+    assert make_grid_scene(8) != a
+    assert render_grid(a).size == (128, 128)
 
 
 def test_reference_answer_shape():
-    scene = make_scene(3)
+    scene = make_grid_scene(3)
     for filler, unit in (("count", 1), ("said", 4)):
         spec = PaintSpec(order=2, gap=5, filler=filler)
         ans = answer_tokens(scene, spec)
@@ -32,11 +33,11 @@ def test_reference_answer_shape():
 
 
 def test_said_decoys_are_false_and_text_predictable():
-    scene, spec = make_scene(11), PaintSpec(gap=3, filler="said")
-    a, _b = answer_tokens(scene, spec), answer_tokens(make_scene(12), PaintSpec(gap=3, filler="said"))
+    scene, spec = make_grid_scene(11), PaintSpec(gap=3, filler="said")
+    a, _b = answer_tokens(scene, spec), answer_tokens(make_grid_scene(12), PaintSpec(gap=3, filler="said"))
     assert a[8] == "s2" and a[4] == "s1"
     # decoy triplets depend only on the preceding triplet (text), never on the image
-    sc = score_answer(scene, spec, a)
+    sc = score_painting(scene, spec, a)
     assert sc["accuracy"] == 1.0
 
 
@@ -46,35 +47,35 @@ def _ans(scene, spec):
 
 
 def test_scoring_right_wrong_missing_extra_reordered():
-    scene, spec = make_scene(5), PaintSpec(order=0, gap=2)
+    scene, spec = make_grid_scene(5), PaintSpec(order=0, gap=2)
     ref = _ans(scene, spec)
-    assert score_answer(scene, spec, ref)["accuracy"] == 1.0
-    assert score_answer(scene, spec, ref)["accuracy_by_quartile"] == [1.0] * 4
+    assert score_painting(scene, spec, ref)["accuracy"] == 1.0
+    assert score_painting(scene, spec, ref)["accuracy_by_quartile"] == [1.0] * 4
     # wrong: change the first claim's colour
     wrong = list(ref)
     wrong[2] = next(c for c in ("red", "green") if c != ref[2])
-    s = score_answer(scene, spec, wrong)
+    s = score_painting(scene, spec, wrong)
     assert s["claims"][0]["correct"] is False and s["claims"][0]["colour_ok"] is False
     assert s["claims"][0]["shape_ok"] is True and s["accuracy"] == 15 / 16
     assert s["accuracy_by_quartile"][0] == 0.75
     # missing: answer stops after 12 steps -> last quarter all missing
-    s = score_answer(scene, spec, ref[: 12 * 6])
+    s = score_painting(scene, spec, ref[: 12 * 6])
     assert s["n_missing"] == 4 and s["accuracy_by_quartile"] == [1.0, 1.0, 1.0, 0.0]
     # extra: one more claim appended -> counted, not scored
-    s = score_answer(scene, spec, ref + ["p16", "r0c0", *scene.truth("r0c0")])
+    s = score_painting(scene, spec, ref + ["p16", "r0c0", *scene.truth("r0c0")])
     assert s["n_extra"] == 1 and s["accuracy"] == 1.0
     # reordered: swap the first two steps -> claims still true, order flagged
     swapped = ref[6:12] + ref[:6] + ref[12:]
-    s = score_answer(scene, spec, swapped)
+    s = score_painting(scene, spec, swapped)
     assert s["accuracy"] == 1.0 and not s["claims"][0]["order_ok"] and s["claims"][2]["order_ok"]
     # garbage / empty answers score zero, no crash
-    assert score_answer(scene, spec, [])["accuracy"] == 0.0
-    assert score_answer(scene, spec, ["red", "p0", "r0c0"])["accuracy"] == 0.0
+    assert score_painting(scene, spec, [])["accuracy"] == 0.0
+    assert score_painting(scene, spec, ["red", "p0", "r0c0"])["accuracy"] == 0.0
 
 
 def test_decoys_counted_before_claims():
-    scene, spec = make_scene(9), PaintSpec(order=1, gap=4, filler="said", passes=1)
-    s = score_answer(scene, spec, answer_tokens(scene, spec))
+    scene, spec = make_grid_scene(9), PaintSpec(order=1, gap=4, filler="said", passes=1)
+    s = score_painting(scene, spec, answer_tokens(scene, spec))
     assert s["claims"][0]["decoys_before"] == 0
     assert sum(r["decoys_before"] for r in s["claims"]) > 0
 
@@ -91,7 +92,7 @@ def test_processor_round_trip(tmp_path):
     proc.save_pretrained(tmp_path)
     ref = _encode(proc)
     assert set(ref) == {"input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids"}
-    out = _encode(load_processor(tmp_path))                      # explicit route: exact
+    out = _encode(load_processor(tmp_path))                      # the loader every command uses
     for k in ref:
         assert torch.equal(ref[k], out[k]), k
     auto = AutoProcessor.from_pretrained(tmp_path)                # may pick torchvision if installed
@@ -106,7 +107,7 @@ def test_processor_round_trip(tmp_path):
 
 def test_pixels_match_reference_image_processor():
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-    img = render(make_scene(EVAL_SEED_BASE + 1))
+    img = render_grid(make_grid_scene(EVAL_SEED_BASE + 1))
     ref = Qwen2VLImageProcessorPil(patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3,
                                    image_std=[0.5] * 3, min_pixels=128 * 128, max_pixels=128 * 128)
     r = ref(images=[img], return_tensors="pt")
@@ -131,17 +132,20 @@ def baseline():
     return load_base()
 
 
-def test_shipped_baseline_sees_the_image_until_it_leaves_the_window(baseline):
+def test_shipped_baseline_sees_the_image_until_it_leaves_the_window(baseline, tmp_path):
     from pvm_probe.backbones import attention_window
-    from pvm_probe.world.paint import DEFAULT_LONG, paint
+    from pvm_probe.runner import RunConfig, run
+    from pvm_probe.suites import WorldSuite
+    from pvm_probe.variants import BASELINE
+
     model, proc = baseline
-    r = paint(model, proc, scenes=4, seed=0, length=DEFAULT_LONG, progress=False)
-    assert r["n_scenes"] == 4 and len(r["claims"]) == 64 and len(r["accuracy_by_quartile"]) == 4
-    assert attention_window(model) < r["answer_tokens"] / 2   # the image leaves every layer mid-answer
-    first, *_, last = r["accuracy_by_quartile"]
-    assert first >= 0.75 and last <= 0.25   # chance for colour and shape together: 1/36
-    import json
-    json.dumps(r)                           # JSON-able
+    suite = WorldSuite(scenes=4)
+    records = run(model, proc, suite, [BASELINE], tmp_path, RunConfig(batch_size=4, probes=False, progress=False))
+    claims = [c for r in records for c in r["claims"]]
+    assert len(claims) == 64 and attention_window(model) < suite.settings()["answer_tokens"] / 2
+    first = [c["correct"] for c in claims if c["quarter"] == 0]
+    last = [c["correct"] for c in claims if c["quarter"] == 3]
+    assert sum(first) / len(first) >= 0.75 and sum(last) / len(last) <= 0.25  # chance for both: 1/36
 
 
 def test_shipped_baseline_size_and_info():
@@ -168,7 +172,7 @@ def test_text_only_prompt_and_blank_image_do_not_crash(baseline):
     inputs = proc(text=[prompt_text(proc, spec)], images=[blank], return_tensors="pt")
     seq = model.generate(**inputs, max_new_tokens=answer_length(spec) + 4, do_sample=False)
     toks = proc.tokenizer.convert_ids_to_tokens(seq[0, inputs["input_ids"].shape[1]:].tolist())
-    s = score_answer(make_scene(EVAL_SEED_BASE), spec, toks)
+    s = score_painting(make_grid_scene(EVAL_SEED_BASE), spec, toks)
     assert 0.0 <= s["accuracy"] <= 1.0
     # an image of another size: the processor resizes it; image tokens agree with the grid
     odd = proc(text=[prompt_text(proc, spec)], images=[Image.new("RGB", (200, 90))], return_tensors="pt")
@@ -177,22 +181,14 @@ def test_text_only_prompt_and_blank_image_do_not_crash(baseline):
     assert model(**odd).logits.shape[1] == odd["input_ids"].shape[1]
 
 
-def test_teacher_forced_paint_on_baseline(baseline):
-    from pvm_probe.world.forced import paint_forced
-    model, proc = baseline
-    r = paint_forced(model, proc, scenes=2, seed=0, length=1, filler="count")
-    assert r["mode"] == "teacher_forced" and len(r["claims"]) == 32
-    assert r["accuracy"] >= 0.75
-
-
 def test_hidden_cell_claims_are_scored_by_step():
-    scene, spec = make_scene(21), PaintSpec(order=4, gap=1, named=False)
+    scene, spec = make_grid_scene(21), PaintSpec(order=4, gap=1, named=False)
     ref = answer_tokens(scene, spec)
     assert spec.prompt_text().endswith("hidden") and ref[0] == "p0" and ref[1] not in CELL_NAMES
     assert len(ref) + 1 == answer_length(spec) == 16 * (3 + 1) + 1
-    s = score_answer(scene, spec, ref)
+    s = score_painting(scene, spec, ref)
     assert s["accuracy"] == 1.0 and s["claims"][3]["cell"] == spec.steps()[3]
     wrong = list(ref)
     wrong[2] = next(x for x in ("square", "circle") if x != ref[2])     # first claim's shape
-    s = score_answer(scene, spec, wrong)
+    s = score_painting(scene, spec, wrong)
     assert not s["claims"][0]["correct"] and s["accuracy"] == 15 / 16

@@ -6,6 +6,7 @@ from .attention_mass import AttentionMassResult, VisualAttentionMass, segment_sh
 from .dilution import DilutionFit, DilutionReport, dilution_report, find_break, fit_dilution, hyperbola
 from .gates import HorizonCheck, HorizonResult, PVMRetrieval, RetrievalResult, patch_grid, pvm_log_normaliser
 from .logit_lens import LogitLens, LogitLensResult, lens_metrics
+from .tuned_lens import LensData, LensTraining, TunedLens, TunedLensConfig, record_generations
 
 __all__ = [
     "SEGMENTS",
@@ -14,11 +15,15 @@ __all__ = [
     "DilutionReport",
     "HorizonCheck",
     "HorizonResult",
+    "LensData",
+    "LensTraining",
     "LogitLens",
     "LogitLensResult",
     "PVMRetrieval",
     "Probe",
     "RetrievalResult",
+    "TunedLens",
+    "TunedLensConfig",
     "ablate_gates",
     "VisualAttentionMass",
     "dilution_report",
@@ -29,5 +34,6 @@ __all__ = [
     "nnsight_ablated_logits",
     "patch_grid",
     "pvm_log_normaliser",
+    "record_generations",
     "segment_shares",
 ]

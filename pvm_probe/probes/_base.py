@@ -9,10 +9,11 @@ other's extra computations.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..backbones import get_module, hook_sites, visual_token_ids
+from ..backbones import forward_start, get_module, hook_sites, stop_token_ids
 
 # Key segments of the attention-mass split; -1 marks padding (never attended).
 SEGMENTS = ("image", "prompt", "generated", "first")
@@ -50,6 +51,8 @@ class Probe:
         return self.results[-1]
 
     def __enter__(self):
+        if self._handles:
+            raise RuntimeError(f"this {type(self).__name__} is already recording: use a new probe object")
         try:
             self._install()
         except BaseException:
@@ -69,11 +72,15 @@ class Probe:
 
 
 class RequestTracker:
-    """Pre-hook on the multimodal model: knows when a request starts and what each cached key is.
+    """Pre-hook on the multimodal model: knows when a request starts, what each cached key is, and where
+    each row's answer ended.
 
     `segment` [B, S] (int8) labels every key in the KV cache: IMAGE / PROMPT / GENERATED / FIRST
     (first attended token, the attention sink) / PAD. `onehot(S)` gives its first S columns as float32
     one-hot rows [B, S, 4] (zero rows at padding). `step` counts forwards within the request (0 = prefill).
+    `lengths()` [B]: rows (forwards) that belong to each answer: up to and including the forward that
+    produced its first stop token (`stop_token_ids` of the model's generation config); the steps `generate`
+    keeps running for a finished row while others go on are padding, not answer.
     """
 
     def __init__(self, probe: Probe, on_new_request=None):
@@ -81,22 +88,17 @@ class RequestTracker:
         self.segment: torch.Tensor | None = None  # [B, S]
         self.prompt_length = 0
         self.step = -1
+        self._ended: torch.Tensor | None = None  # [B] rows counted so far (-1: still going)
+        self._stop = torch.tensor(stop_token_ids(probe.model) or [-1])
         module = get_module(probe.model, probe.sites.multimodal)
         probe._hook(module.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
 
     def _pre_forward(self, module, args, kwargs) -> None:
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        embeds = kwargs.get("inputs_embeds")
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        past = cache.get_seq_length() if cache is not None else 0
-        new = _new_tokens(module, self.model, input_ids, embeds)  # [B, n] bool: visual token
-        n = new.shape[1]
-        mask = kwargs.get("attention_mask")
-        real = mask[:, -n:].bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else torch.ones_like(new)
-        if past == 0 or self.segment is None:
-            self._start(new, real)
+        start = forward_start(self.model, module, args, kwargs)
+        if start.past == 0 or self.segment is None:
+            self._start(start.visual, start.real)
         else:
-            self._extend(new, real)
+            self._extend(start)
 
     def _start(self, visual: torch.Tensor, real: torch.Tensor) -> None:
         seg = torch.full(visual.shape, PROMPT, dtype=torch.int8, device=visual.device)  # [B, P]
@@ -107,13 +109,22 @@ class RequestTracker:
         if self.on_new_request is not None and self.segment is not None:
             self.on_new_request()
         self.segment, self.prompt_length, self.step = seg, seg.shape[1], 0
+        self._ended = torch.full((len(seg),), -1)
 
-    def _extend(self, visual: torch.Tensor, real: torch.Tensor) -> None:
-        seg = torch.full(visual.shape, GENERATED, dtype=torch.int8, device=visual.device)  # [B, n]
-        seg[visual] = IMAGE
-        seg[~real] = PAD
+    def _extend(self, start) -> None:
+        seg = torch.full(start.visual.shape, GENERATED, dtype=torch.int8, device=start.visual.device)  # [B, n]
+        seg[start.visual] = IMAGE
+        seg[~start.real] = PAD
         self.segment = torch.cat([self.segment, seg], dim=1)
         self.step += 1
+        if start.input_ids is not None:  # the token fed back is the one the previous forward produced
+            stopped = torch.isin(start.input_ids[:, -1].cpu(), self._stop) & (self._ended < 0)  # [B]
+            self._ended[stopped] = self.step
+
+    def lengths(self) -> list[int]:
+        """[B] forwards (rows of a result) that belong to each row's answer."""
+        steps = self.step + 1
+        return [steps if e < 0 else int(e) for e in self._ended.tolist()]
 
     def onehot(self, length: int) -> torch.Tensor:
         """[B, length, 4] float32 one-hot segment rows of the first `length` keys, zero rows at PAD."""
@@ -121,13 +132,9 @@ class RequestTracker:
         return (seg == torch.arange(len(SEGMENTS), device=seg.device, dtype=seg.dtype)).float()
 
 
-def _new_tokens(module, model, input_ids, embeds) -> torch.Tensor:
-    """[B, n] True at the visual placeholder tokens of this forward's new tokens."""
-    ids = torch.tensor(visual_token_ids(model))
-    if input_ids is not None:
-        return torch.isin(input_ids, ids.to(input_ids.device))
-    table = module.get_input_embeddings()(ids.to(embeds.device))  # [K, d]
-    return (embeds[:, :, None, :] == table).all(-1).any(-1)
+def valid_rows(lengths, steps: int) -> np.ndarray:
+    """[B, T] True where row t of a result belongs to that request's answer."""
+    return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
 
 
 def last_hidden(output) -> torch.Tensor:

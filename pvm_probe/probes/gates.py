@@ -1,8 +1,8 @@
 """Gates and retrieval of an attached PVM (takes the `PVMHandle`).
 
 `PVMRetrieval(handle)` records, per forward and PVM layer at the last position: the injection's norm
-relative to the residual stream entering the block (x), and PVM's attention over the visual set
-[H, N] (entropy, top cells). `HorizonCheck(handle, layer)` is the Theorem 4.1 check on a real run: a
+relative to the residual stream entering the block (x), PVM's attention over the visual set (mean over
+heads, [N]) and the mean over heads of each head's attention entropy. Memory: O(B * L * T * N). `HorizonCheck(handle, layer)` is the Theorem 4.1 check on a real run: a
 query frozen at the first forward is re-scored at every later step against PVM's visual keys (its
 log normaliser cannot change: the keys are the visual set only) and against the backbone's KV cache
 (its image share must fall as text keys accumulate). `patch_grid` maps visual-token indices to
@@ -27,17 +27,14 @@ from .attention_mass import segment_shares
 class RetrievalResult(ResultIO):
     alpha: np.ndarray  # [L] gate per PVM layer
     injection_ratio: np.ndarray  # [B, L, T] ||alpha h_pvm|| / ||x|| at the recorded position
-    weights: np.ndarray  # [B, L, H, T, N] PVM attention over the visual set
+    weights: np.ndarray  # [B, L, T, N] PVM attention over the visual set, mean over heads
+    entropy: np.ndarray  # [B, L, T] entropy (nats) of each head's attention, mean over heads; log N is uniform
     layers: list = field(default_factory=list)
-
-    def entropy(self) -> np.ndarray:
-        """[B, L, H, T] entropy (nats) of PVM's attention; log N is uniform."""
-        w = np.clip(self.weights, 1e-30, 1)
-        return -(self.weights * np.log(w)).sum(-1)
+    lengths: list = field(default_factory=list)  # [B] rows of each request's answer
 
     def top_k(self, k: int = 3) -> np.ndarray:
-        """[B, L, T, k] visual-token indices with the most head-averaged attention."""
-        return np.argsort(-self.weights.mean(2), axis=-1)[..., :k]
+        """[B, L, T, k] visual-token indices with the most attention."""
+        return np.argsort(-self.weights, axis=-1)[..., :k]
 
 
 def patch_grid(image_grid_thw, spatial_merge_size: int = 2) -> np.ndarray:
@@ -69,18 +66,22 @@ class PVMRetrieval(Probe):
         x, kv = args[0][:, -1:], args[1]  # [B, 1, d]
         ratio = out[:, -1].float().norm(dim=-1) / x[:, 0].float().norm(dim=-1)  # [B]
         _, weights = block.retrieve(x, kv, return_weights=True)  # [B, H, 1, N]
-        self._steps.setdefault(layer, []).append((ratio, weights[:, :, 0]))
+        weights = weights[:, :, 0].float()  # [B, H, N]
+        entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1).mean(1)  # [B]
+        self._steps.setdefault(layer, []).append((ratio, weights.mean(1), entropy))
 
     def _finish(self) -> None:
         if not self._steps:
             return
-        ratio = torch.stack([torch.stack([r for r, _ in self._steps[i]], -1) for i in self.layers], 1)
-        weights = torch.stack([torch.stack([w for _, w in self._steps[i]], 2) for i in self.layers], 1)
+        ratio, weights, entropy = (
+            torch.stack([torch.stack([step[k] for step in self._steps[i]], 1) for i in self.layers], 1)
+            for k in range(3))  # [B, L, T], [B, L, T, N], [B, L, T]
         self._steps = {}
         alphas = self.handle.alphas()
         self.results.append(RetrievalResult(
             alpha=np.array([alphas[i] for i in self.layers]), injection_ratio=ratio.cpu().numpy(),
-            weights=weights.cpu().numpy(), layers=list(self.layers)))
+            weights=weights.cpu().numpy(), entropy=entropy.cpu().numpy(), layers=list(self.layers),
+            lengths=self.tracker.lengths()))
 
 
 @dataclass

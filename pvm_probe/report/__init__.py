@@ -1,5 +1,6 @@
-"""The dilution report: collect results from checkpoints, then figures, metrics.json and report.html."""
+"""The dilution report: records -> metrics.json, figures, report.html (with the token explorer)."""
 
-from .build import SCHEMA_VERSION, build_report
+from .build import build_report
+from .metrics import SCHEMA_VERSION, build_metrics
 
-__all__ = ["SCHEMA_VERSION", "build_report"]
+__all__ = ["SCHEMA_VERSION", "build_metrics", "build_report"]

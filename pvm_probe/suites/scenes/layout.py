@@ -19,7 +19,7 @@ BACKGROUND = (255, 255, 255)
 
 
 @dataclass(frozen=True)
-class SceneObject:
+class ShapeObject:
     """One drawn object: its centre and radius are fractions of the image side."""
 
     shape: str
@@ -30,11 +30,11 @@ class SceneObject:
 
 
 @dataclass(frozen=True)
-class Scene:
+class ShapeScene:
     seed: int
-    objects: tuple[SceneObject, ...]
+    objects: tuple[ShapeObject, ...]
 
-    def matching(self, shape: str | None = None, colour: str | None = None) -> list[SceneObject]:
+    def matching(self, shape: str | None = None, colour: str | None = None) -> list[ShapeObject]:
         """Objects of this shape and colour (None matches any)."""
         return [o for o in self.objects if shape in (None, o.shape) and colour in (None, o.colour)]
 
@@ -46,7 +46,7 @@ class Scene:
         return [{"shape": o.shape, "colour": o.colour, "region": REGIONS[o.region]} for o in self.objects]
 
 
-def make_scene(seed: int) -> Scene:
+def make_shape_scene(seed: int) -> ShapeScene:
     """Deterministic scene for `seed`, independent of any global random state."""
     rng = random.Random(f"scenes-suite-{seed}")
     kinds = rng.sample([(s, c) for s in SHAPES for c in PALETTE], rng.randint(2, 4))
@@ -55,16 +55,16 @@ def make_scene(seed: int) -> Scene:
     for shape, colour in kinds:
         for _ in range(min(rng.randint(1, 3), len(regions))):
             objects.append(_place(rng, shape, colour, regions.pop()))
-    return Scene(seed=seed, objects=tuple(sorted(objects, key=lambda o: o.region)))
+    return ShapeScene(seed=seed, objects=tuple(sorted(objects, key=lambda o: o.region)))
 
 
-def _place(rng: random.Random, shape: str, colour: str, region: int) -> SceneObject:
+def _place(rng: random.Random, shape: str, colour: str, region: int) -> ShapeObject:
     row, col = divmod(region, 3)
     centre = ((col + 0.5) / 3 + rng.uniform(-0.03, 0.03), (row + 0.5) / 3 + rng.uniform(-0.03, 0.03))
-    return SceneObject(shape, colour, region, centre, radius=rng.uniform(0.09, 0.12))
+    return ShapeObject(shape, colour, region, centre, radius=rng.uniform(0.09, 0.12))
 
 
-def render(scene: Scene, size: int = 448) -> Image.Image:
+def render_shapes(scene: ShapeScene, size: int = 448) -> Image.Image:
     """size x size RGB image: white background, each object filled with its palette colour."""
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)

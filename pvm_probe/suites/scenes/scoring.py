@@ -1,6 +1,7 @@
 """Score every grounded claim of a scene description, by the quarter of the answer it sits in.
 
-Parsing (lower case; "n't" -> "not"; hyphens split words; sentences end at . ! ? ; : or a newline):
+Parsing (lower case; "n't" -> "not"; hyphens split words; sentences end at . ! ? ; : or a newline; every
+claim keeps the character offset of its first word, `char`, so the runner can find its token):
   * object mention: a shape word or synonym, singular or plural (`words.SHAPE_WORDS`), a shape that
     is never drawn or an everyday object noun (`words.FOREIGN_WORDS`: always a hallucination), or a
     generic noun ("shape", "objects": not an object claim, but it carries the claims below);
@@ -27,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from .layout import Scene
+from .layout import ShapeScene
 from .words import (
     COLOUR_WORDS,
     FOREIGN_WORDS,
@@ -42,7 +43,8 @@ from .words import (
 ATTRIBUTE_WINDOW = 3
 NEGATION_WINDOW = 4
 KINDS = ("object", "attribute", "count", "position")
-_TOKEN = re.compile(r"[a-z]+|\d+|[.!?;:\n]")
+# "isn't" -> "is" "not"; hyphens and other punctuation split words
+_TOKEN = re.compile(r"[a-z]+?(?=n['’]t)|n['’]t|[a-z]+|\d+|[.!?;:\n]", re.IGNORECASE)
 _LONGEST_PHRASE = max(map(len, POSITION_PHRASES))
 _LIST_WORDS = frozenset(("or", "and", "nor", "any", "a", "an"))
 
@@ -54,6 +56,8 @@ class Claim:
     text: str
     correct: bool
     quarter: int = 0  # 0..3: which quarter of the answer's words
+    char: int = 0  # where that word starts in the answer text
+    objects: list[int] = field(default_factory=list)  # indices of the scene objects that make it true
 
 
 @dataclass
@@ -71,17 +75,18 @@ class Mention:
         return [COLOUR_WORDS[w] for w in self.colour_words]
 
 
-def split_words(text: str) -> tuple[list[str], list[int]]:
-    """Words of the answer and the sentence index of each."""
-    text = text.lower().replace("n't", " not").replace("-", " ")
-    words, sentences, sentence = [], [], 0
-    for token in _TOKEN.findall(text):
+def split_words(text: str) -> tuple[list[str], list[int], list[int]]:
+    """Words of the answer (lower case), the sentence index of each, and where each starts in `text`."""
+    words, sentences, starts, sentence = [], [], [], 0
+    for match in _TOKEN.finditer(text):
+        token = match.group().lower()
         if token in SENTENCE_ENDS:
             sentence += 1
             continue
-        words.append(token)
+        words.append("not" if token in ("n't", "n’t") else token)
         sentences.append(sentence)
-    return words, sentences
+        starts.append(match.start())
+    return words, sentences, starts
 
 
 def find_mentions(words: list[str], sentences: list[int]) -> list[Mention]:
@@ -140,22 +145,34 @@ def _count_claim(words: list[str], sentences: list[int], m: Mention) -> tuple[in
     return None
 
 
-def _mention_claims(scene: Scene, words: list[str], sentences: list[int], m: Mention) -> list[Claim]:
+def _evidence(scene: ShapeScene, shape: str | None, colour: str | None = None, regions=None) -> list[int]:
+    """Indices of the scene's objects of this (shape, colour) [in these regions]."""
+    return [i for i, o in enumerate(scene.objects) if shape in (None, o.shape) and colour in (None, o.colour)
+            and (regions is None or o.region in regions)]
+
+
+def _mention_claims(scene: ShapeScene, words: list[str], sentences: list[int], m: Mention) -> list[Claim]:
     word = words[m.word]
     if m.foreign:
         return [Claim("object", m.word, word, correct=False)]
-    claims = [] if m.shape is None else [Claim("object", m.word, word, scene.count(m.shape) > 0)]
+    claims = [] if m.shape is None else [_claim("object", m.word, word, _evidence(scene, m.shape))]
     for colour_word, colour in zip(m.colour_words, m.colours, strict=True):
-        claims.append(Claim("attribute", m.word, f"{colour_word} {word}", scene.count(m.shape, colour) > 0))
+        claims.append(_claim("attribute", m.word, f"{colour_word} {word}", _evidence(scene, m.shape, colour)))
     count = _count_claim(words, sentences, m) if len(m.colours) <= 1 else None
     if count is not None:
-        colour = m.colours[0] if m.colours else None
-        claims.append(Claim("count", count[0], " ".join(words[count[0]:m.word + 1]),
-                            scene.count(m.shape, colour) == count[1]))
+        evidence = _evidence(scene, m.shape, m.colours[0] if m.colours else None)
+        correct = len(evidence) == count[1]
+        claims.append(Claim("count", count[0], " ".join(words[count[0]:m.word + 1]), correct,
+                            objects=evidence if correct else []))
     return claims
 
 
-def _position_claim(scene: Scene, words: list[str], start: int, phrase: tuple[str, ...],
+def _claim(kind: str, word: int, text: str, evidence: list[int]) -> Claim:
+    """A claim that is true when some object supports it."""
+    return Claim(kind, word, text, correct=bool(evidence), objects=evidence)
+
+
+def _position_claim(scene: ShapeScene, words: list[str], start: int, phrase: tuple[str, ...],
                     mentions: list[Mention], sentences: list[int]) -> Claim | None:
     same = [m for m in mentions if m.sentence == sentences[start]]
     if not same:
@@ -164,14 +181,13 @@ def _position_claim(scene: Scene, words: list[str], start: int, phrase: tuple[st
     if nearest.negated or nearest.foreign:
         return None
     colour = nearest.colours[0] if len(nearest.colours) == 1 else None
-    regions = POSITION_PHRASES[phrase]
-    correct = any(o.region in regions for o in scene.matching(nearest.shape, colour))
-    return Claim("position", start, f"{words[nearest.word]} {' '.join(phrase)}", correct)
+    evidence = _evidence(scene, nearest.shape, colour, POSITION_PHRASES[phrase])
+    return _claim("position", start, f"{words[nearest.word]} {' '.join(phrase)}", evidence)
 
 
-def score_answer(scene: Scene, text: str) -> dict:
+def score_description(scene: ShapeScene, text: str) -> dict:
     """Every claim of `text` about `scene` (JSON-able), with the answer's word count."""
-    words, sentences = split_words(text)
+    words, sentences, starts = split_words(text)
     mentions = find_mentions(words, sentences)
     claims = [c for m in mentions if not m.negated for c in _mention_claims(scene, words, sentences, m)]
     for start, phrase in find_positions(words):
@@ -180,5 +196,6 @@ def score_answer(scene: Scene, text: str) -> dict:
             claims.append(claim)
     for claim in claims:
         claim.quarter = min(3, 4 * claim.word // len(words))
+        claim.char = starts[claim.word]
     claims.sort(key=lambda c: (c.word, KINDS.index(c.kind)))
     return {"words": len(words), "claims": [asdict(c) for c in claims]}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from .scenes import Scene, make_scene, render
+from .scenes import GridScene, make_grid_scene, render_grid
 from .task import UNIT, PaintSpec, answer_tokens
 
 CLAIM_WEIGHT = 3.0   # loss weight of colour/shape tokens (the image-grounded ones)
@@ -26,7 +26,7 @@ def prompt_text(processor, spec: PaintSpec, with_image: bool = True) -> str:
 
 @dataclass
 class Example:
-    scene: Scene
+    scene: GridScene
     spec: PaintSpec
     image: Image.Image
     prompt: str
@@ -34,8 +34,8 @@ class Example:
 
 
 def make_example(processor, seed: int, spec: PaintSpec) -> Example:
-    scene = make_scene(seed)
-    return Example(scene, spec, render(scene), prompt_text(processor, spec), answer_tokens(scene, spec))
+    scene = make_grid_scene(seed)
+    return Example(scene, spec, render_grid(scene), prompt_text(processor, spec), answer_tokens(scene, spec))
 
 
 def collate_train(processor, examples: list[Example]) -> dict:

@@ -5,17 +5,16 @@
 image_processor = transformers' ``Qwen2VLImageProcessorPil``, tokenizer = a word-level
 ``PreTrainedTokenizerFast``). It produces the keys the real processor does:
 input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids.
-Importing ``pvm_probe.world`` registers it, so ``AutoProcessor.from_pretrained(dir)``
-works; ``load_processor(dir)`` is the explicit route.
+Importing ``pvm_probe.suites.world`` registers it, so ``AutoProcessor.from_pretrained(dir)``
+works.
 """
 from __future__ import annotations
 
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoProcessor, PretrainedConfig, PreTrainedTokenizerFast
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
-from transformers.processing_utils import ProcessorMixin
 
+from ...processors import ImageOnlyQwenProcessor
 from .scenes import IMAGE_PX
 from .task import vocabulary
 
@@ -57,17 +56,8 @@ def build_image_processor() -> Qwen2VLImageProcessorPil:
         image_std=[0.5] * 3, size={"shortest_edge": px, "longest_edge": px})
 
 
-class PainterProcessor(Qwen3VLProcessor):
-    """Qwen3VLProcessor without the video slot (so no torchvision)."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
-        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
-        self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
-        self.vision_start_token_id = tokenizer.convert_tokens_to_ids(self.vision_start_token)
-        self.vision_end_token_id = tokenizer.convert_tokens_to_ids(self.vision_end_token)
+class PainterProcessor(ImageOnlyQwenProcessor):
+    """The painter world's processor: the image-only Qwen processor, under the name its saved config uses."""
 
 
 class _PainterKey(PretrainedConfig):
@@ -84,18 +74,3 @@ except ValueError:  # already registered (module reloaded)
 def build_processor() -> PainterProcessor:
     """Fresh tokenizer + image processor + chat template."""
     return PainterProcessor(build_image_processor(), build_tokenizer(), chat_template=CHAT_TEMPLATE)
-
-
-def load_processor(path) -> PainterProcessor:
-    """Load a saved PainterProcessor from a local directory, always with the PIL image backend.
-
-    (``AutoProcessor.from_pretrained`` also works but picks the torchvision backend when
-    torchvision happens to be installed: same grid, pixel values equal to ~1e-7.)"""
-    import json
-    from pathlib import Path
-    cfg = json.loads((Path(path) / "processor_config.json").read_text())["image_processor"]
-    cfg = {k: v for k, v in cfg.items() if k not in ("image_processor_type", "processor_class")}
-    tok = PreTrainedTokenizerFast.from_pretrained(str(path))
-    chat = (Path(path) / "chat_template.jinja")
-    template = chat.read_text() if chat.exists() else CHAT_TEMPLATE
-    return PainterProcessor(Qwen2VLImageProcessorPil(**cfg), tok, chat_template=template)

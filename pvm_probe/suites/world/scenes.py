@@ -25,7 +25,7 @@ CELL_NAMES = tuple(f"r{r}c{c}" for r in range(GRID) for c in range(GRID))  # row
 
 
 @dataclass(frozen=True)
-class Scene:
+class GridScene:
     """One scene: ``cells[k] = (colour, shape)`` for cell k (row-major)."""
     seed: int
     cells: tuple[tuple[str, str], ...]
@@ -34,12 +34,12 @@ class Scene:
         return self.cells[CELL_NAMES.index(cell)]
 
 
-def make_scene(seed: int) -> Scene:
+def make_grid_scene(seed: int) -> GridScene:
     """Deterministic scene for ``seed`` (independent of global RNG state)."""
     rng = random.Random(f"scene-{seed}")
     colours, shapes = list(COLOURS), list(SHAPES)
     cells = tuple((rng.choice(colours), rng.choice(shapes)) for _ in range(N_CELLS))
-    return Scene(seed=seed, cells=cells)
+    return GridScene(seed=seed, cells=cells)
 
 
 def _draw_shape(d: ImageDraw.ImageDraw, shape: str, x0: int, y0: int, rgb) -> None:
@@ -63,7 +63,7 @@ def _draw_shape(d: ImageDraw.ImageDraw, shape: str, x0: int, y0: int, rgb) -> No
         raise ValueError(f"unknown shape {shape!r}")
 
 
-def render(scene: Scene) -> Image.Image:
+def render_grid(scene: GridScene) -> Image.Image:
     """128x128 RGB image, black background, cell k at row k//4, column k%4."""
     img = Image.new("RGB", (IMAGE_PX, IMAGE_PX), (0, 0, 0))
     d = ImageDraw.Draw(img)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .scenes import CELL_NAMES, COLOURS, SHAPES, Scene
+from .scenes import CELL_NAMES, COLOURS, SHAPES, GridScene
 from .task import PaintSpec, answer_tokens
 
 _STEP, _DECOY = re.compile(r"p\d+$"), re.compile(r"s\d+$")
@@ -45,12 +45,12 @@ def parse_claims(tokens: list[str], steps: list[str] | None = None):
     return out
 
 
-def _reference_positions(scene: Scene, spec: PaintSpec) -> tuple[list[int], int]:
+def _reference_positions(scene: GridScene, spec: PaintSpec) -> tuple[list[int], int]:
     ref = answer_tokens(scene, spec)
     return [p for p, *_ in parse_claims(ref, spec.steps())], len(ref)
 
 
-def score_answer(scene: Scene, spec: PaintSpec, tokens: list[str]) -> dict:
+def score_painting(scene: GridScene, spec: PaintSpec, tokens: list[str]) -> dict:
     """Per-claim records plus accuracy and accuracy_by_quartile for one answer."""
     tokens = [t for t in tokens if t not in ("<|im_end|>", "<|endoftext|>")]
     claims, decoys = parse_claims(tokens, spec.steps()), _triplets(tokens, _DECOY)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .scenes import CELL_NAMES, COLOURS, N_CELLS, SHAPES, Scene
+from .scenes import CELL_NAMES, COLOURS, N_CELLS, SHAPES, GridScene
 
 N_ORDERS = 8
 MAX_GAP = 32
@@ -85,7 +85,7 @@ def filler_tokens(spec: PaintSpec, triplet: tuple[str, str, str]) -> list[str]:
     return out
 
 
-def answer_tokens(scene: Scene, spec: PaintSpec) -> list[str]:
+def answer_tokens(scene: GridScene, spec: PaintSpec) -> list[str]:
     """Reference answer (without the end-of-turn token)."""
     out: list[str] = []
     for i, cell in enumerate(spec.steps()):

@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..backbones import attention_window
+from ...backbones import attention_window
+from ...io import atomic_dir, atomic_write_json
 from .data import CurriculumDataset, collate_train
 from .model import build_model
 from .processor import build_processor
+from .task import PaintSpec, answer_length
 from .vision_pretrain import pretrain_vision
 from .window import set_attention_window
 
@@ -55,8 +57,6 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
     ``init_from``: continue the language-model stage from a saved checkpoint (its vision
     tower stays frozen, no vision stage); its train_info is kept under ``"previous"``."""
     torch.set_num_threads(threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if init_from is None:
         processor = build_processor()
@@ -70,8 +70,23 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
     data = CurriculumDataset(processor, n=steps * batch_size, seed=seed, gaps=gaps, short_gaps=short_gaps,
                               warm_examples=warm_steps * batch_size, fillers=fillers, passes=passes,
                              named=named)
+    with tempfile.TemporaryDirectory(prefix="pvm_train_base_") as scratch:
+        log = _train_language_model(model, processor, data, scratch, steps=steps, batch_size=batch_size, lr=lr,
+                                    seed=seed)
+    info = _info(locals(), model, t0, t_vision)
+    with atomic_dir(out_dir) as tmp:  # the checkpoint appears whole or not at all
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        atomic_write_json(Path(tmp) / "log_history.json", log)
+        atomic_write_json(Path(tmp) / "train_info.json", info)
+    return info
+
+
+def _train_language_model(model, processor, data, scratch: str, *, steps: int, batch_size: int, lr: float,
+                          seed: int) -> list[dict]:
+    """Stage 2: the language model with the tower frozen; returns the Trainer's log history."""
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="pvm_train_base_"), max_steps=steps, per_device_train_batch_size=batch_size,
+        output_dir=scratch, max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=lr, adam_beta1=0.9, adam_beta2=0.98, weight_decay=0.01, warmup_steps=50,
         lr_scheduler_type="cosine", max_grad_norm=1.0, logging_steps=10, save_strategy="no",
         report_to=[], seed=seed, data_seed=seed, use_cpu=True, dataloader_num_workers=0,
@@ -79,30 +94,33 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
     trainer = WeightedTrainer(model=model, args=args, train_dataset=data,
                               data_collator=lambda ex: collate_train(processor, ex))
     trainer.train()
-    model.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
-    (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    info = {"seed": seed, "init_from": str(init_from) if init_from else None, "vision_steps": vision_steps, "vision_heldout_cell_accuracy": vision_acc,
-            "lm_steps": steps, "batch_size": batch_size, "lr": lr, "fillers": list(fillers),
-            "passes": list(passes), "named": list(named), "attention_window": attention_window(model), "train_gaps": list(gaps), "warmup_gaps": list(short_gaps),
-            "warm_steps": warm_steps, "train_scene_seeds": "random.Random(f'train-{seed}-{i}') draws in [0, 900000)",
+    return trainer.state.log_history
+
+
+def _info(run: dict, model, t0: float, t_vision: float) -> dict:
+    """train_info.json: the recipe, the machine and the time, and the previous stage's info."""
+    gaps, fillers, passes, init_from = run["gaps"], run["fillers"], run["passes"], run["init_from"]
+    info = {"seed": run["seed"], "init_from": str(init_from) if init_from else None,
+            "vision_steps": run["vision_steps"], "vision_heldout_cell_accuracy": run["vision_acc"],
+            "lm_steps": run["steps"], "batch_size": run["batch_size"], "lr": run["lr"], "fillers": list(fillers),
+            "passes": list(passes), "named": list(run["named"]), "attention_window": attention_window(model),
+            "train_gaps": list(gaps), "warmup_gaps": list(run["short_gaps"]), "warm_steps": run["warm_steps"],
+            "train_scene_seeds": "random.Random(f'train-{seed}-{i}') draws in [0, 900000)",
             "eval_scene_seeds": ">= 1000000", "seconds_vision": round(t_vision, 1),
-            "seconds_total": round(time.time() - t0, 1), "threads": threads,
+            "seconds_total": round(time.time() - t0, 1), "threads": run["threads"],
             "machine": f"{platform.machine()} {platform.processor() or ''} {platform.system()}, "
                        f"torch {torch.__version__}, {torch.get_num_threads()} threads"}
-    from .task import PaintSpec, answer_length
     info["train_answer_tokens"] = [answer_length(PaintSpec(gap=min(gaps), filler=f)) for f in fillers] + \
                                   [answer_length(PaintSpec(gap=max(gaps), filler=f, passes=max(passes))) for f in fillers]
     if init_from is not None:
         info["previous"] = json.loads((Path(init_from) / "train_info.json").read_text())
         info["seconds_total_all_stages"] = round(info["seconds_total"] + info["previous"].get(
             "seconds_total_all_stages", info["previous"]["seconds_total"]), 1)
-    (out_dir / "train_info.json").write_text(json.dumps(info, indent=1))
     return info
 
 
 def _load(path):
-    from ..loading import load_base
+    from ...loading import load_base
     model, saved = load_base(path)  # keeps the checkpoint's attention window
     for p in model.model.visual.parameters():
         p.requires_grad_(False)

@@ -13,14 +13,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .scenes import COLOURS, N_CELLS, SHAPES, make_scene, render
+from .scenes import COLOURS, N_CELLS, SHAPES, make_grid_scene, render_grid
 
 _COL, _SHP = list(COLOURS), list(SHAPES)
 
 
 def _vision_batch(image_processor, seeds: list[int]):
-    scenes = [make_scene(s) for s in seeds]
-    px = image_processor(images=[render(s) for s in scenes], return_tensors="pt")
+    scenes = [make_grid_scene(s) for s in seeds]
+    px = image_processor(images=[render_grid(s) for s in scenes], return_tensors="pt")
     col = torch.tensor([[_COL.index(c) for c, _ in s.cells] for s in scenes]).flatten()   # [B*16]
     shp = torch.tensor([[_SHP.index(h) for _, h in s.cells] for s in scenes]).flatten()   # [B*16]
     cell = torch.arange(N_CELLS).repeat(len(scenes))                                     # [B*16]

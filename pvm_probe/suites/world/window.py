@@ -24,7 +24,7 @@ from transformers.masking_utils import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.qwen3_vl.modeling_qwen3_vl import eager_attention_forward
 
-from ..backbones import config_attention_window
+from ...backbones import config_attention_window
 
 PREFIX = "windowed_"
 

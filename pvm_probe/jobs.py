@@ -1,0 +1,200 @@
+"""The jobs behind the commands, as library calls with dataclass configs: report, paint, probe.
+
+    job = Job(model=ModelSpec(base="/models/Qwen3-VL-8B-Instruct"), suite=SuiteSpec(scenes=200),
+              adapters=["pvm-8b"])
+    report(job, "out/report")          # records -> metrics.json, figures, report.html
+    metrics = paint(job)               # claims by quarter, no probes
+    metrics = probe(job)               # the same with the probes
+
+Everything is checked before the weights load: the suite's settings and data, the adapters, the output
+folder, and whether the suite can run on the base (the painter world needs the world's own tokenizer).
+The suite defaults to `world` for the embedded base and to `scenes` for any other; the shipped adapters
+are offered only to the base they were trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoints import check_fingerprint, read_adapter_meta, resolve_adapter, shipped_adapter_names
+from .errors import InputError
+from .records import RUN
+from .runner import RunConfig, describe, run
+from .suites import SUITES
+from .variants import BASELINE, Variant, adapter_variants, plan
+
+
+@dataclass
+class ModelSpec:
+    base: str | None = None  # a local checkpoint directory; None = the embedded default
+    device: str | None = None  # default: cuda when available
+    dtype: str = "auto"  # bfloat16 on a GPU, float32 on the CPU
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class SuiteSpec:
+    name: str | None = None  # world | scenes | images; None: world for the embedded base, scenes otherwise
+    scenes: int | None = None  # world / scenes: how many held-out scenes (default 64)
+    seed: int | None = None  # world / scenes: which held-out set (default 0)
+    length: int | None = None  # world: filler units per step (default: the long setting)
+    filler: str | None = None  # world: said | count
+    image_size: int | None = None  # scenes: rendered side in px (default 448)
+    max_new_tokens: int | None = None  # scenes / images: answer budget
+    data: str | None = None  # images: the JSONL file
+
+    def resolved_name(self, base) -> str:
+        return self.name or ("images" if self.data else "scenes" if base else "world")
+
+
+@dataclass
+class Job:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    suite: SuiteSpec = field(default_factory=SuiteSpec)
+    adapters: list | None = None  # None: the shipped adapters for the embedded base, none for another base
+    arms: list = field(default_factory=list)  # training-free remedies run on the baseline
+    controls: bool = True  # gates off and swapped image for every memory adapter
+    baseline: bool = True
+    only: str | None = None  # run a single variant: "adapter", "gates_off" or "swapped_image"
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+_SUITE_FIELDS = {"world": ("scenes", "seed", "length", "filler"), "scenes": ("scenes", "seed", "image_size",
+                                                                                "max_new_tokens"),
+                 "images": ("data", "max_new_tokens")}
+
+
+def make_suite(spec: SuiteSpec, base=None):
+    """The suite a spec names, checking that no other suite's settings were given."""
+    name = spec.resolved_name(base)
+    if name not in SUITES:
+        raise InputError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
+    given = {k for k in ("scenes", "seed", "length", "filler", "image_size", "max_new_tokens", "data")
+             if getattr(spec, k) is not None}
+    foreign = sorted(given - set(_SUITE_FIELDS[name]))
+    if foreign:
+        raise InputError(f"{', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to --suite {name}")
+    options = {k: getattr(spec, k) for k in _SUITE_FIELDS[name] if getattr(spec, k) is not None}
+    if name == "images" and "data" not in options:
+        raise InputError("--suite images needs --data FILE.jsonl (one image + prompt per line)")
+    return SUITES[name](**options)
+
+
+SHIPPED_ORDER = ("pvm-stage1", "pvm-stage2", "mlp-control", "processed-control")
+
+
+def default_adapters(base) -> list[str]:
+    """The shipped adapters (PVM first, then the controls) for the embedded base; none for any other base."""
+    if base:
+        return []
+    names = shipped_adapter_names()
+    return sorted(names, key=lambda n: (SHIPPED_ORDER.index(n) if n in SHIPPED_ORDER else len(SHIPPED_ORDER), n))
+
+
+def variants_of(job: Job) -> list[Variant]:
+    """The variants the job compares, in report order."""
+    adapters = job.adapters if job.adapters is not None else default_adapters(job.model.base)
+    for adapter in adapters:
+        resolve_adapter(adapter)  # a one-line error now, not after the base has loaded
+    if job.only:
+        return _single(job, adapters)
+    return plan(adapters, controls=job.controls, arms=job.arms, baseline=job.baseline)
+
+
+def _single(job: Job, adapters: list) -> list[Variant]:
+    if job.only == "adapter":
+        return adapter_variants(adapters[0], controls=False) if adapters else [BASELINE]
+    if len(adapters) != 1:
+        raise InputError(f"{job.only.replace('_', ' ')} needs exactly one adapter (--pvm)")
+    chosen = [v for v in adapter_variants(adapters[0]) if v.control == job.only]
+    if not chosen:
+        raise InputError(f"{adapters[0]} is an MLP control adapter: it has no image to swap or gate")
+    return chosen
+
+
+def check_adapter_fits(adapter, model) -> None:
+    """A one-line AdapterMismatchError if `adapter` was trained on another base than `model`."""
+    check_fingerprint(read_adapter_meta(adapter, check_weights=False)["base"], model)
+
+
+def open_job(job: Job):
+    """(model, processor, suite, variants): everything checked, then the base loaded."""
+    from .loading import load_base
+
+    suite = make_suite(job.suite, job.model.base)
+    variants = variants_of(job)
+    model, processor = load_base(job.model.base, device=job.model.device, dtype=job.model.dtype,
+                                 attn_implementation=job.model.attn_implementation,
+                                 check_processor=suite.check_processor)
+    for adapter in dict.fromkeys(v.adapter for v in variants if v.adapter):
+        check_adapter_fits(adapter, model)  # before any variant runs
+    return model, processor, suite, variants
+
+
+def _base_name(job: Job) -> str:
+    return str(Path(job.model.base).resolve()) if job.model.base else "embedded default (pvm_probe/assets/baseline)"
+
+
+def run_job(job: Job, directory) -> list[dict]:
+    """Open the job and fill `directory` with its records (resuming what is there)."""
+    model, processor, suite, variants = open_job(job)
+    return run(model, processor, suite, variants, directory, job.run, base=_base_name(job))
+
+
+def report(job: Job, out) -> Path:
+    """The whole report job: records in a hidden working folder beside `out`, then the report, then the folder
+    replaces `out` whole. An interrupted run resumes from the working folder; records of a finished report
+    at `out` that match this run are reused."""
+    from .report.build import build_report, check_output_dir, publish, seed_from_previous, working_dir
+
+    out = check_output_dir(out)
+    model, processor, suite, variants = open_job(job)
+    work = working_dir(out)
+    description = describe(suite, variants, job.run, model, _base_name(job))
+    _discard_if_stale(work, description)
+    seed_from_previous(out, work)
+    _discard_if_stale(work, description)
+    records = run(model, processor, suite, variants, work, job.run, base=_base_name(job))
+    if not records:  # not the main process
+        return out / "report.html"
+    build_report(work)
+    return publish(work, out)
+
+
+def _discard_if_stale(work: Path, description: dict) -> None:
+    """A working folder left by another run (another base, suite or settings) starts clean."""
+    from .records import compatible
+
+    if (work / RUN).is_file() and not compatible(work / RUN, description):
+        shutil.rmtree(work)
+
+
+def _metrics(records: list[dict], directory) -> dict:
+    from .report.metrics import build_metrics
+
+    run_description = json.loads((Path(directory) / RUN).read_text())
+    suite = SUITES[run_description["suite"]["suite"]]
+    return build_metrics(run_description, records, list(suite.claim_kinds), suite.higher_is_better)
+
+
+def _records_job(job: Job, records_dir) -> dict:
+    if records_dir is not None:
+        return _metrics(run_job(job, records_dir), records_dir)
+    with tempfile.TemporaryDirectory(prefix="pvm_probe_records_") as tmp:
+        return _metrics(run_job(job, tmp), tmp)
+
+
+def paint(job: Job, records_dir=None) -> dict:
+    """Claims by quarter of the answer for each variant (no probes); metrics.json's shape."""
+    job.run.probes = False
+    return _records_job(job, records_dir)
+
+
+def probe(job: Job, records_dir=None) -> dict:
+    """The same with the probes: attention mass, dilution fits, LogitLens, PVM retrieval."""
+    job.run.probes = True
+    return _records_job(job, records_dir)

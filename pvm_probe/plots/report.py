@@ -1,0 +1,258 @@
+"""The report's figures: a `metrics.json`-shaped dict in, a matplotlib figure out. Nothing here runs a model.
+
+Layers are decoder-layer indices ("layer 12"); a PVM block is named by the layer it sits in. Variants keep
+one colour in every figure; a control is drawn in its adapter's colour with a dashed line or hatching.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..probes.dilution import hyperbola  # noqa: E402
+
+QUARTERS = ["Q1", "Q2", "Q3", "Q4"]
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def variant_styles(names: list[str]) -> dict[str, dict]:
+    """name -> {"color", "ls", "hatch"}: the baseline black, each adapter a colour, its controls dashed."""
+    styles, colours = {}, iter(_PALETTE * 4)
+    for name in names:
+        root, _, control = name.partition(" | ")
+        if control and root in styles:
+            styles[name] = {"color": styles[root]["color"], "ls": "--" if "swapped" in control else ":",
+                            "hatch": "//" if "swapped" in control else ".."}
+        else:
+            styles[name] = {"color": "black" if name == "baseline" else next(colours), "ls": "-", "hatch": None}
+    return styles
+
+
+def _values(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _grid(count: int, width: float = 2.6, height: float = 2.1, max_cols: int = 6):
+    cols = min(count, max_cols)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.6, height * rows + 0.6), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, axes.flat[:count]
+
+
+def _legend(fig, styles: dict) -> None:
+    handles = [plt.Line2D([], [], color=s["color"], ls=s["ls"], lw=1.6) for s in styles.values()]
+    fig.legend(handles, list(styles), loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=8, frameon=False)
+
+
+def claims_by_quarter(metrics: dict):
+    """Primary metric by quarter of the answer, one bar group per quarter; scenes/images: one panel per
+    claim kind."""
+    variants, styles = metrics["variants"], variant_styles(list(metrics["variants"]))
+    better = metrics["metric"]["higher_is_better"]
+    kinds = ["all"] if better else ["all", *[k for k in metrics["metric"]["kinds"] if k != "all"]]
+    fig, axes = _grid(len(kinds), width=3.6, height=2.8, max_cols=3)
+    width = 0.8 / max(1, len(variants))
+    for ax, kind in zip(axes, kinds, strict=True):
+        for i, (name, m) in enumerate(variants.items()):
+            table = m["claims_by_quarter"][kind]
+            values = 100 * _values(table["correct_rate"] if better else table["error_rate"])
+            ax.bar(np.arange(4) + (i - (len(variants) - 1) / 2) * width, values, width, color=styles[name]["color"],
+                   hatch=styles[name]["hatch"], alpha=0.85 if styles[name]["ls"] == "-" else 0.45)
+        ax.set_xticks(range(4), QUARTERS)
+        ax.set_title("all claims" if kind == "all" else f"{kind} claims", fontsize=9)
+    axes[0].set_ylabel(f"{metrics['metric']['name']} (%)")
+    fig.supxlabel("quarter of the answer", fontsize=9)
+    _legend(fig, styles)
+    fig.tight_layout()
+    return fig
+
+
+def mass_vs_position(metrics: dict):
+    """Image share of attention per decoder layer against generated position (small multiples); grey dashes:
+    a/(t+b)+c fitted to the baseline up to its break, then its plateau; red dots: where a windowed base's
+    image leaves the window."""
+    variants = {n: m for n, m in metrics["variants"].items() if "mass_by_layer" in m}
+    styles = variant_styles(list(variants))
+    layers = next(iter(variants.values()))["layers"]
+    fig, axes = _grid(len(layers))
+    for name, m in sorted(variants.items(), key=lambda item: item[0] == "baseline"):  # the baseline on top
+        curve = np.array([_values(row) for row in m["mass_by_layer"]])  # [L, T]
+        t = np.arange(curve.shape[1])
+        for i, ax in enumerate(axes):
+            ax.plot(t, curve[i], color=styles[name]["color"], ls=styles[name]["ls"], lw=0.8)
+            if name == "baseline" and "dilution" in m:
+                _draw_fit(ax, t, m["dilution"], i)
+    exit_at = metrics.get("image_leaves_window_at")
+    for ax, layer in zip(axes, layers, strict=True):
+        ax.set_title(f"layer {layer}", fontsize=8)
+        if exit_at is not None:
+            ax.axvline(exit_at, color="#d62728", lw=0.8, ls=":")
+    fig.supxlabel("generated position t", fontsize=9)
+    fig.supylabel("attention share on the image", fontsize=9)
+    _legend(fig, styles)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_fit(ax, t: np.ndarray, fit: dict, i: int) -> None:
+    a, b, c, brk = fit["a"][i], fit["b"][i], fit["c"][i], fit["break_t"][i]
+    if None in (a, b, c) or brk is None or brk < 0:
+        return
+    before = t[: max(brk, 1)]
+    ax.plot(before, hyperbola(before, a, b, c), color="0.45", lw=0.9, ls="--")
+    if brk < len(t) and fit["plateau"][i] is not None:
+        ax.hlines(fit["plateau"][i], brk, t[-1], color="0.45", lw=0.9, ls="--")
+
+
+def claim_mass_by_quarter(metrics: dict):
+    """Heat maps (one per variant): image share at the claim-predicting queries, decoder layer x quarter."""
+    variants = {n: m for n, m in metrics["variants"].items() if "claim_mass_by_quarter" in m}
+    n_layers = len(next(iter(variants.values()))["layers"])
+    fig, axes = _grid(len(variants), width=2.4, height=max(2.0, 0.12 * n_layers + 1.0), max_cols=4)
+    table = {n: np.array([_values(r) for r in m["claim_mass_by_quarter"]]) for n, m in variants.items()}
+    top = max(np.nanmax(t) if np.isfinite(t).any() else 0 for t in table.values()) or 1.0
+    for ax, (name, values) in zip(axes, table.items(), strict=True):
+        image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=top, interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks(range(4), QUARTERS)
+        layers = variants[name]["layers"]
+        step = max(1, len(layers) // 8)
+        ax.set_yticks(range(0, len(layers), step), [str(v) for v in layers[::step]])
+    axes[0].set_ylabel("decoder layer")
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="image share")
+    return fig
+
+
+def accuracy_vs_mass(metrics: dict):
+    """Claims binned by the image share at their token (mean over layers): share correct per bin."""
+    styles = variant_styles(list(metrics["variants"]))
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for name, m in metrics["variants"].items():
+        if "accuracy_vs_mass" not in m:
+            continue
+        table = m["accuracy_vs_mass"]
+        x = np.arange(len(table["n"]))
+        rate = 100 * _values(table["correct_rate"])
+        ax.plot(x, rate, color=styles[name]["color"], ls=styles[name]["ls"], marker="o", lw=1)
+        for xi, yi, n in zip(x, rate, table["n"], strict=True):
+            if np.isfinite(yi):
+                ax.annotate(str(n), (xi, yi), fontsize=6, color=styles[name]["color"], xytext=(2, 3),
+                            textcoords="offset points")
+    bins = next(m["accuracy_vs_mass"]["bins"] for m in metrics["variants"].values() if "accuracy_vs_mass" in m)
+    ax.set_xticks(range(len(bins) - 1), [f"{a:g}-{b:g}" for a, b in zip(bins[:-1], bins[1:], strict=True)],
+                  fontsize=7)
+    ax.set_xlabel("image share of attention at the claim's token (mean over layers)")
+    ax.set_ylabel("claims correct (%)")
+    ax.set_ylim(-3, 103)
+    _legend(fig, {n: s for n, s in styles.items() if "accuracy_vs_mass" in metrics["variants"][n]})
+    fig.tight_layout()
+    return fig
+
+
+def logit_lens(metrics: dict):
+    """Left: KL(final || layer) by decoder layer (the last layer, 0 by construction, left out). Right: the
+    mean convergence layer by quarter of the answer, under the LogitLens and (if trained) the tuned lens."""
+    variants = {n: m for n, m in metrics["variants"].items() if "lens" in m}
+    styles = variant_styles(list(variants))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.2))
+    for name, m in variants.items():
+        for lens, marker in (("lens", "o"), ("tuned_lens", "s")):
+            if lens not in m:
+                continue
+            layers, kl = m[lens]["layers"][:-1], _values(m[lens]["kl_by_layer"])[:-1]
+            ls = styles[name]["ls"] if lens == "lens" else "-."
+            left.plot(layers, kl, color=styles[name]["color"], ls=ls, marker=marker, ms=3, lw=1)
+            right.plot(range(4), _values(m[lens]["convergence_by_quarter"]), color=styles[name]["color"], ls=ls,
+                       marker=marker, ms=4, lw=1)
+    left.set_yscale("log")
+    left.xaxis.get_major_locator().set_params(integer=True)
+    left.set_xlabel("decoder layer")
+    left.set_ylabel("KL(final || layer) (nats)")
+    right.set_xticks(range(4), QUARTERS)
+    right.set_ylabel("convergence layer (mean)")
+    right.set_xlabel("quarter of the answer")
+    _legend(fig, styles)
+    fig.tight_layout()
+    return fig
+
+
+def pvm_gates(metrics: dict):
+    """Per PVM block (named by its decoder layer): the injection's norm relative to the residual stream,
+    PVM's attention entropy, and its weight on the claimed region of the image against chance, by quarter."""
+    variants = {n: m["pvm"] for n, m in metrics["variants"].items() if "pvm" in m}
+    styles = variant_styles(list(variants))
+    panels = [("injection_ratio_by_quarter", "|alpha h_pvm| / |x|"), ("entropy_by_quarter", "attention entropy (nats)"),
+              ("on_claimed_region_by_quarter", "weight on the claimed region")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for name, pvm in variants.items():
+        for ax, (key, _) in zip(axes, panels, strict=True):
+            for i, layer in enumerate(pvm["layers"]):
+                ax.plot(range(4), _values(pvm[key][i]), color=styles[name]["color"], ls=styles[name]["ls"],
+                        marker="os^v<>"[i % 6], lw=1, label=f"{name}, block at layer {layer}")
+    chance = [p["claimed_region_chance"] for p in variants.values() if p.get("claimed_region_chance")]
+    if chance:
+        axes[2].axhline(np.mean(chance), color="0.5", lw=0.8, ls=":", label="chance")
+    for ax, (_, label) in zip(axes, panels, strict=True):
+        ax.set_xticks(range(4), QUARTERS)
+        ax.set_title(label, fontsize=9)
+    axes[2].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_overlay(image, cells: list, maps: dict[str, list], boxes: list, title: str):
+    """The image (the claimed region outlined) and, per map, its weights over the image tokens as a heat map on
+    the same grid: cells [N][4] boxes (fractions), maps name -> [N] weights."""
+    fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.9 * (1 + len(maps)), 3.1), squeeze=False)
+    axes = axes[0]
+    w, h = image.size
+    axes[0].imshow(image)
+    for x0, y0, x1, y1 in boxes:
+        axes[0].add_patch(plt.Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="white",
+                                        lw=2))
+    axes[0].set_title("image (claimed region outlined)", fontsize=8)
+    for ax, (name, weights) in zip(axes[1:], maps.items(), strict=True):
+        grid = _raster(cells, _values(weights))
+        top = max(float(np.nanmax(grid)) if np.isfinite(grid).any() else 0.0, 1e-9)  # all zero stays black
+        shown = ax.imshow(grid, cmap="inferno", vmin=0, vmax=top, extent=(0, w, h, 0), interpolation="nearest")
+        for x0, y0, x1, y1 in boxes:
+            ax.add_patch(plt.Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="cyan", lw=1.5))
+        ax.set_title(name if np.nanmax(grid) > 0 else f"{name}: no attention on the image", fontsize=8)
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _raster(cells: list, weights: np.ndarray, side: int = 64) -> np.ndarray:
+    """Per-token weights painted onto a side x side grid over the image (NaN where no token lies)."""
+    grid = np.full((side, side), np.nan)
+    for (x0, y0, x1, y1), value in zip(cells, weights, strict=True):
+        grid[int(round(y0 * side)):int(round(y1 * side)), int(round(x0 * side)):int(round(x1 * side))] = value
+    return grid
+
+
+def training_curves(logs: dict[str, list[dict]], key: str = "loss"):
+    """logs: adapter name -> Trainer `log_history`."""
+    styles = variant_styles(list(logs))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, history in logs.items():
+        points = [(e["step"], e[key]) for e in history if key in e and "step" in e]
+        if points:
+            ax.plot(*zip(*points, strict=True), color=styles[name]["color"], label=name, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

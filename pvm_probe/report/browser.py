@@ -1,0 +1,186 @@
+"""Open report.html in a real browser (Debian's `chromium`, headless) and check it as a reader would.
+
+A few lines of the Chrome DevTools protocol over a websocket (`websocket-client`): load the page, collect
+JavaScript exceptions and console errors, check that every figure decoded and every explorer canvas was
+drawn, click a token of the explorer and check the heat map changed, read the headline table back from the
+page and compare it with metrics.json, and save a screenshot beside the report.
+
+    python -m pvm_probe.report.browser out/report/report.html      (make report-check)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--remote-debugging-port=0", "--window-size=1200,900"]
+
+
+class Browser:
+    """A headless chromium and one page, driven over the DevTools protocol."""
+
+    def __init__(self, timeout: float = 60):
+        import websocket
+
+        binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+        if binary is None:
+            raise FileNotFoundError("chromium not found: apt-get install chromium")
+        self.profile = tempfile.TemporaryDirectory(prefix="pvm_probe_chromium_")
+        self.process = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={self.profile.name}", "about:blank"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port = self._port(Path(self.profile.name) / "DevToolsActivePort", timeout)
+        self.socket = websocket.create_connection(self._page_socket(port), timeout=timeout)
+        self.next_id, self.events = 0, []
+        for domain in ("Page", "Runtime", "Log"):
+            self.call(f"{domain}.enable")
+
+    @staticmethod
+    def _port(path: Path, timeout: float) -> int:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if path.is_file() and path.read_text().strip():
+                return int(path.read_text().split()[0])
+            time.sleep(0.1)
+        raise TimeoutError("chromium did not open its DevTools port")
+
+    @staticmethod
+    def _page_socket(port: int) -> str:
+        from urllib.request import urlopen
+
+        targets = json.loads(urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        return next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.socket.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv())
+            if message.get("id") == self.next_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page script failed: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def load(self, url: str, settle: float = 1.0) -> None:
+        self.call("Page.navigate", url=url)
+        deadline = time.time() + 60
+        while self.evaluate("document.readyState") != "complete" and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(settle)
+        self.evaluate("1")  # drain events that arrived meanwhile
+
+    def errors(self) -> list[str]:
+        out = []
+        for event in self.events:
+            if event.get("method") == "Runtime.exceptionThrown":
+                details = event["params"]["exceptionDetails"]
+                out.append(f"JavaScript exception: {details.get('exception', {}).get('description', details['text'])}")
+            if event.get("method") == "Log.entryAdded" and event["params"]["entry"]["level"] == "error":
+                out.append(f"console error: {event['params']['entry']['text']}")
+            if event.get("method") == "Runtime.consoleAPICalled" and event["params"]["type"] == "error":
+                out.append("console.error: " + " ".join(str(a.get("value")) for a in event["params"]["args"]))
+        return out
+
+    def screenshot(self, path: Path) -> None:
+        height = int(self.evaluate("document.documentElement.scrollHeight"))
+        self.call("Emulation.setDeviceMetricsOverride", width=1200, height=min(height, 16000), deviceScaleFactor=1,
+                  mobile=False)
+        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        path.write_bytes(base64.b64decode(data))
+
+    def close(self) -> None:
+        try:
+            self.socket.close()
+        finally:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            self.profile.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_FIGURES = "Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+_CANVASES = """Array.from(document.querySelectorAll('canvas')).map(c => {
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let lit = 0; for (let k = 0; k < d.length; k += 4) if (d[k] + d[k + 1] + d[k + 2] > 0) lit++;
+  return [c.id, lit];
+})"""
+_HEADLINE = """Object.fromEntries(Array.from(document.querySelectorAll('#headline tr[data-variant]')).map(r =>
+  [r.dataset.variant, Object.fromEntries(Array.from(r.querySelectorAll('td[data-key]')).map(
+    c => [c.dataset.key, c.textContent]))]))"""
+_CLICK = """(() => {
+  const before = document.getElementById('ex-backbone').toDataURL();
+  const spans = Array.from(document.querySelectorAll('#ex-tokens span'));
+  const current = document.getElementById('ex-backbone').dataset.token;
+  const other = spans.find(s => s.dataset.t !== current && s.dataset.t !== undefined && Number(s.dataset.t) < 40);
+  other.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+  return [before !== document.getElementById('ex-backbone').toDataURL(), other.dataset.t,
+          document.getElementById('ex-backbone').dataset.token];
+})()"""
+
+
+def headline_text(metrics: dict) -> dict:
+    """What the headline table must show for metrics.json (the page's own formatting rules)."""
+    from .page import headline_cells
+
+    return {variant: dict(headline_cells(row)) for variant, row in metrics["headline"]["variants"].items()}
+
+
+def check_report(page: Path, screenshot: Path | None = None) -> list[str]:
+    """Problems a reader would meet in `page` (empty when none), checked in headless chromium."""
+    page = Path(page).resolve()
+    metrics = json.loads((page.parent / "metrics.json").read_text())
+    problems = []
+    with Browser() as browser:
+        browser.load(page.as_uri())
+        problems += [f"figure {alt} did not render" for alt, ok in browser.evaluate(_FIGURES) if not ok]
+        problems += [f"canvas {name} was not drawn" for name, lit in browser.evaluate(_CANVASES) if not lit]
+        if browser.evaluate("!!document.getElementById('ex-tokens')"):
+            changed, asked, shown = browser.evaluate(_CLICK)
+            if not changed or asked != shown:
+                problems.append(f"clicking token {asked} did not redraw the explorer's heat map (shows {shown})")
+        shown = browser.evaluate(_HEADLINE)
+        if shown != headline_text(metrics):
+            problems.append(f"headline differs from metrics.json: page {shown}, metrics {headline_text(metrics)}")
+        problems += browser.errors()
+        if screenshot:
+            browser.screenshot(Path(screenshot))
+    return problems
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("page", type=Path)
+    parser.add_argument("--screenshot", type=Path, help="default: screenshot.png beside the report")
+    args = parser.parse_args(argv)
+    problems = check_report(args.page, args.screenshot or args.page.parent / "screenshot.png")
+    for problem in problems:
+        print(f"report check: {problem}", file=sys.stderr)
+    print("report check: ok" if not problems else f"report check: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Records -> metrics: what the report, `paint` and `probe` print, per variant, for any suite.
+
+Everything is computed from `records.jsonl` alone (no model). Layers are named by their decoder-layer
+index everywhere; PVM blocks by the decoder layer they sit in. Quarters are the suite's own (see its
+docstring). Rates are None where a quarter holds no claim.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..probes import dilution_report
+from ..records import rounded
+
+# Accuracy against visual mass: bins of the claim token's image share (mean over layers).
+MASS_BINS = [0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0 + 1e-9]
+SCHEMA_VERSION = 2
+
+
+def primary_name(suite: dict, higher_is_better: bool) -> str:
+    return "claims correct" if higher_is_better else ("hallucination rate" if suite["suite"] == "images"
+                                                      else "error rate")
+
+
+def variant_metrics(records: list[dict], kinds: list[str], higher_is_better: bool) -> dict:
+    """One variant's records -> its metrics (JSON-able)."""
+    claims = [c for r in records for c in r["claims"]]
+    out = {"requests": len(records), "answer_tokens_mean": _mean([r["n_tokens"] for r in records]),
+           "stopped_share": _mean([r["stopped"] for r in records]),
+           "claims_by_quarter": _claims_by_quarter(claims, kinds)}
+    rates = out["claims_by_quarter"]["all"]
+    out["primary_by_quarter"] = rates["correct_rate"] if higher_is_better else rates["error_rate"]
+    out["primary"] = rates["correct_overall"] if higher_is_better else rates["error_overall"]
+    if "object" in kinds:
+        objects = out["claims_by_quarter"]["object"]
+        out["chair_i_by_quarter"], out["chair_i"] = objects["error_rate"], objects["error_overall"]
+        out["chair_s"] = _mean([any(c["kind"] == "object" and not c["correct"] for c in r["claims"])
+                                for r in records if any(c["kind"] == "object" for c in r["claims"])])
+    if records and "mass" in records[0]:
+        out.update(_mass_metrics(records, claims))
+        out["lens"] = _lens_metrics(records)
+    if records and "pvm" in records[0]:
+        out["pvm"] = _pvm_metrics(records, claims)
+    return out
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _claims_by_quarter(claims: list[dict], kinds: list[str]) -> dict:
+    """{kind or "all": {"n": [4], "correct": [4], "correct_rate": [4], "error_rate": [4], overall rates}}."""
+    table = {}
+    for kind in ["all", *kinds]:
+        chosen = [c for c in claims if kind in ("all", c["kind"])]
+        n = [sum(c["quarter"] == q for c in chosen) for q in range(4)]
+        correct = [sum(c["quarter"] == q and c["correct"] for c in chosen) for q in range(4)]
+        total, right = sum(n), sum(correct)
+        table[kind] = {"n": n, "correct": correct,
+                       "correct_rate": [k / m if m else None for k, m in zip(correct, n, strict=True)],
+                       "error_rate": [1 - k / m if m else None for k, m in zip(correct, n, strict=True)],
+                       "correct_overall": right / total if total else None,
+                       "error_overall": 1 - right / total if total else None}
+    return table
+
+
+def _stack(rows: list[list], width: int) -> np.ndarray:
+    """Ragged [R][L][n_r] lists -> [R, L, width] with NaN past each row's end."""
+    out = np.full((len(rows), len(rows[0]) if rows else 0, width), np.nan)
+    for i, row in enumerate(rows):
+        array = np.asarray(row, dtype=float)  # [L, n]
+        out[i, :, : array.shape[1] if array.ndim == 2 else 0] = array if array.ndim == 2 else np.nan
+    return out
+
+
+def _nanmean(x: np.ndarray, axis) -> np.ndarray:
+    count = np.sum(~np.isnan(x), axis=axis)
+    return np.where(count > 0, np.nansum(x, axis=axis) / np.maximum(count, 1), np.nan)
+
+
+def mass_curve(records: list[dict]) -> np.ndarray:
+    """[L, T] image share per layer and generated position, mean over the requests whose answer reaches t."""
+    width = max((r["n_tokens"] for r in records), default=0)
+    return _nanmean(_stack([r["mass"]["image"] for r in records], width), 0)
+
+
+def _mass_metrics(records: list[dict], claims: list[dict]) -> dict:
+    curve = mass_curve(records)  # [L, T]
+    layers = records[0]["mass"]["layers"]
+    fit = dilution_report(curve, layers) if curve.shape[1] >= 4 else None
+    with_mass = [c for c in claims if c.get("mass") is not None]
+    by_quarter = [[_mean([c["mass"][i] for c in with_mass if c["quarter"] == q]) for q in range(4)]
+                  for i in range(len(layers))]
+    split = {s: rounded(_nanmean(np.array([r["mass"]["split"][s] for r in records], dtype=float), 0))
+             for s in records[0]["mass"]["split"]}
+    out = {"layers": layers, "mass_by_layer": rounded(curve), "mass_profile": rounded(_nanmean(curve, 1)),
+           "mass_split": split, "claim_mass_by_quarter": by_quarter,
+           "accuracy_vs_mass": _accuracy_vs_mass(with_mass)}
+    if fit is not None:
+        out["dilution"] = {"a": rounded(fit.params[:, 0], 6), "b": rounded(fit.params[:, 1], 4),
+                           "c": rounded(fit.params[:, 2], 6), "rmse": rounded(fit.rmse, 6),
+                           "break_t": [int(t) for t in fit.break_t], "plateau": rounded(fit.plateau, 6)}
+    return out
+
+
+def _accuracy_vs_mass(claims: list[dict]) -> dict:
+    """Claims binned by their token's image share (mean over layers): count and share correct per bin."""
+    mass = np.array([np.nanmean(np.asarray(c["mass"], dtype=float)) for c in claims])
+    which = np.digitize(mass, MASS_BINS[1:-1]) if len(mass) else np.array([], dtype=int)
+    correct = np.array([c["correct"] for c in claims], dtype=float)
+    n = [int((which == k).sum()) for k in range(len(MASS_BINS) - 1)]
+    rate = [float(correct[which == k].mean()) if m else None for k, m in enumerate(n)]
+    return {"bins": MASS_BINS[:-1] + [1.0], "n": n, "correct_rate": rate}
+
+
+def _lens_metrics(records: list[dict], key: str = "lens") -> dict:
+    """Convergence layer (first layer from which the lens's top-1 stays the model's; -1, never, left out)
+    overall and by quarter of each answer, and KL(final || layer) by layer and quarter."""
+    convergence = [v for r in records for v in r[key]["convergence"] if v >= 0]
+    by_quarter = [_mean(v for r in records for v in np.array_split(np.asarray(r[key]["convergence"]), 4)[q]
+                        if v >= 0) for q in range(4)]
+    return {"layers": records[0][key]["layers"],
+            "convergence_layer_mean": _mean(convergence), "convergence_by_quarter": by_quarter,
+            "kl_by_layer": rounded(_nanmean(np.array([r[key]["kl"] for r in records], dtype=float), 0), 4),
+            "kl_by_quarter": rounded(_nanmean(np.array([r[key]["kl_by_quarter"] for r in records],
+                                                       dtype=float), 0), 4)}
+
+
+def _pvm_metrics(records: list[dict], claims: list[dict]) -> dict:
+    layers = records[0]["pvm"]["layers"]
+    out = {"layers": layers, "alpha": records[0]["pvm"]["alpha"]}
+    for name in ("injection_ratio", "entropy"):
+        out[f"{name}_by_quarter"] = [[_mean(_quarter_values(r["pvm"][name][i], q) for r in records)
+                                      for q in range(4)] for i in range(len(layers))]
+    on_boxes = [c for c in claims if c.get("pvm_on_boxes") is not None]
+    out["on_claimed_region_by_quarter"] = [[_mean([c["pvm_on_boxes"][i] for c in on_boxes if c["quarter"] == q])
+                                            for q in range(4)] for i in range(len(layers))]
+    out["claimed_region_chance"] = _mean([c["box_share"] for c in on_boxes])
+    return out
+
+
+def _quarter_values(values: list, q: int) -> float | None:
+    """Mean of one quarter of a per-token list (None where empty)."""
+    part = np.array_split(np.asarray(values, dtype=float), 4)[q]
+    return float(np.nanmean(part)) if len(part) and not np.isnan(part).all() else None
+
+
+PAPER = [  # the paper's reported numbers (Qwen3-VL), for side-by-side reading only
+    ("average accuracy gain over 8 benchmarks, 8B", "+4.8 points", None),
+    ("average accuracy gain over 8 benchmarks, 4B", "+4.4 points", None),
+    ("MathVerse gain by answer-length quarter, 8B", "+6.1 / +7.3 / +17.0 / +27.3 points", "gain_by_quarter"),
+    ("controls, 8B average accuracy: baseline / iso-parameter MLP / PVM", "66.7 / 69.0 / 71.5", "controls"),
+    ("PVM parameters, 8B (layers 8, 16, 24)", "27.92 M (0.32 % of 8B)", "num_parameters"),
+    ("latency per token, H200 bf16: baseline / PVM", "24.28 / 25.46 ms", None),
+    ("throughput, H200 bf16: baseline / PVM", "41.18 / 39.28 tokens/s", None),
+]
+
+
+def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_better: bool,
+                  adapters: dict | None = None) -> dict:
+    """metrics.json (schema 2) from a run's description and records; `adapters`: variant -> adapter meta."""
+    metrics = {"schema_version": SCHEMA_VERSION, "suite": run["suite"]["suite"], "base": run["base"],
+               "architecture": run["architecture"], "setting": {**run["suite"], **run["generation"]},
+               "metric": {"name": primary_name(run["suite"], higher_is_better), "higher_is_better": higher_is_better,
+                          "kinds": list(kinds)},
+               "variants": {}}
+    for name, spec in run["variants"].items():
+        mine = [r for r in records if r["variant"] == name]
+        if not mine:
+            continue
+        meta = (adapters or {}).get(name)
+        extra = {"num_parameters": meta["num_parameters"], "block": meta["pvm"]["block"],
+                 "visual_source": meta["pvm"]["visual_source"]} if meta else {}
+        metrics["variants"][name] = {"kind": _kind(spec), **extra, **variant_metrics(mine, kinds, higher_is_better)}
+    metrics["image_leaves_window_at"] = _window_exit(metrics)
+    metrics["headline"] = headline(metrics)
+    metrics["paper"] = [{"what": w, "paper": v} for w, v, _ in PAPER]
+    return metrics
+
+
+def _kind(spec: dict) -> str:
+    return spec.get("control") or spec.get("arm") or ("adapter" if spec.get("adapter") else "baseline")
+
+
+def _window_exit(metrics: dict) -> int | None:
+    """First generated position from which the baseline's image share is exactly 0 in every layer (the
+    image has left a windowed base's attention window), or None."""
+    base = metrics["variants"].get("baseline", {})
+    if "mass_by_layer" not in base:
+        return None
+    curve = np.array([[np.nan if v is None else v for v in row] for row in base["mass_by_layer"]])  # [L, T]
+    reached = ~np.isnan(curve).all(0)  # [T] positions some answer reached
+    zero = (curve == 0).all(0) & reached  # [T]
+    stays = np.flip(np.logical_and.accumulate(np.flip(zero | ~reached)))  # [T] zero from t on
+    hits = np.flatnonzero(stays & zero)
+    return int(hits[0]) if len(hits) else None
+
+
+def _late_mass(m: dict) -> float | None:
+    """Mean image share over the last quarter of generated positions and every layer."""
+    if "mass_by_layer" not in m:
+        return None
+    curve = np.array([[np.nan if v is None else v for v in row] for row in m["mass_by_layer"]], dtype=float)
+    part = np.array_split(curve, 4, axis=1)[3]
+    return float(np.nanmean(part)) if np.isfinite(part).any() else None
+
+
+def headline(metrics: dict) -> dict:
+    """Per variant: the primary metric in the first and last quarter and overall, the last-quarter image share,
+    and the gain over the baseline (in points; positive = better); then what the controls say, in lines."""
+    variants, better = metrics["variants"], metrics["metric"]["higher_is_better"]
+    base = variants.get("baseline")
+    sign = 1 if better else -1
+    rows = {}
+    for name, m in variants.items():
+        q = m["primary_by_quarter"]
+        row = {"q1": q[0], "q4": q[3], "overall": m["primary"], "q4_image_share": _late_mass(m)}
+        if base is not None and name != "baseline":
+            row["gain_q4"] = _points(sign, q[3], base["primary_by_quarter"][3])
+            row["gain_overall"] = _points(sign, m["primary"], base["primary"])
+        rows[name] = row
+    lines, missing = _control_lines(variants, rows)
+    return {"variants": rows, "controls": lines, "missing_controls": missing}
+
+
+def _points(sign: int, value, reference) -> float | None:
+    return None if value is None or reference is None else round(100 * sign * (value - reference), 2)
+
+
+def _control_lines(variants: dict, rows: dict) -> tuple[list[str], list[str]]:
+    """One sentence per control that was run, and the names of the controls that were not."""
+    lines, missing = [], []
+    adapters = [n for n, m in variants.items() if m["kind"] == "adapter"]
+    memory = [n for n in adapters if variants[n].get("block", "pvm") == "pvm"]
+    for name in memory:
+        gain = rows[name].get("gain_q4")
+        swapped = rows.get(f"{name} | swapped image")
+        if swapped is None:
+            missing.append(f"swapped image for {name}")
+        elif gain:
+            removed = 100 * (gain - (swapped.get("gain_q4") or 0)) / gain
+            lines.append(f"{name}: the swapped image removes {removed:.0f} % of its last-quarter gain "
+                         f"({gain:+.1f} -> {swapped.get('gain_q4') or 0:+.1f} points)")
+        else:
+            lines.append(f"{name}: no last-quarter gain to explain (gain {gain} points)")
+        off = rows.get(f"{name} | gates off")
+        if off is None:
+            missing.append(f"gates off for {name}")
+        else:
+            lines.append(f"{name}, gates off: {off.get('gain_overall') or 0:+.1f} points against the baseline "
+                         "(must be 0: alpha = 0 is the backbone)")
+    mlp = [n for n in adapters if variants[n].get("block") == "mlp"]
+    for name in mlp:
+        lines.append(f"the MLP control {name} (same size, no image) gains {rows[name].get('gain_q4') or 0:+.1f} "
+                     f"points in the last quarter")
+    if memory and not mlp:
+        missing.append("an iso-parameter MLP control adapter (train-pvm --block mlp)")
+    return lines, missing

@@ -1,0 +1,124 @@
+"""report.html: one self-contained page (figures as PNG data URIs, the explorer's data and code inline).
+
+Order: the headline (what each variant scores early and late, its gain, what the controls say), the
+figures with their captions, the token explorer, the paper's numbers beside ours.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from .explorer import explorer_html
+
+WORLD_NOTE = (
+    "The embedded default's text decoder attends only to its last {window} tokens (a sliding attention window, "
+    "saved as text_config.attention_window). At the default long setting the image leaves that window around the "
+    "middle of the answer: from then on the backbone's visual attention mass is exactly zero, nothing in its "
+    "residual stream can carry the image, and its late claims fall to chance. This is visual dilution taken to its "
+    "limit, not the gradual softmax dilution of a full-attention LVLM: inside the window the baseline's visual mass "
+    "falls as the answer grows while its accuracy stays near 100 %. PVM's memory lies outside the window; the MLP "
+    "control (no image) and the swapped-image control tell an image-borne gain from a text-side one."
+)
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:auto;padding:0 12px;color:#222}
+img{max-width:100%} table{border-collapse:collapse;margin:6px 0} td,th{border:1px solid #ccc;padding:2px 8px}
+td.num{text-align:right;font-variant-numeric:tabular-nums} .caption{color:#444;font-size:0.93em;max-width:900px}
+.note{background:#fff4e5;padding:8px;border-left:4px solid #f90} .headline{background:#eef5ff;padding:8px 12px}
+.ex-body{display:flex;gap:16px;align-items:flex-start} .ex-tokens{flex:1;line-height:1.9;font-family:monospace;
+white-space:pre-wrap;max-height:420px;overflow:auto;border:1px solid #ddd;padding:6px}
+.ex-tokens span{cursor:pointer} .ex-tokens .ok{border-bottom:3px solid #2ca02c} .ex-tokens .bad{border-bottom:3px
+solid #d62728} .ex-tokens .sel{outline:2px solid #ff7f0e} .ex-maps{display:flex;flex-wrap:wrap;gap:8px}
+figure{margin:4px} figcaption{font-size:0.85em;color:#444}"""
+
+
+def _pct(value, points: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}" if points else f"{100 * value:.1f}"
+
+
+def headline_cells(row: dict) -> list[tuple[str, str]]:
+    """(metrics key, text) of one headline row, as the page shows it."""
+    share = row["q4_image_share"]
+    return [("q1", _pct(row["q1"])), ("q4", _pct(row["q4"])), ("overall", _pct(row["overall"])),
+            ("q4_image_share", "-" if share is None else f"{share:.4f}"),
+            ("gain_q4", _pct(row.get("gain_q4"), True)), ("gain_overall", _pct(row.get("gain_overall"), True))]
+
+
+def headline_html(metrics: dict) -> str:
+    head = metrics["headline"]
+    name = metrics["metric"]["name"]
+    rows = []
+    for variant, row in head["variants"].items():
+        tds = "".join(f'<td class="num" data-key="{k}">{v}</td>' for k, v in headline_cells(row))
+        rows.append(f'<tr data-variant="{html.escape(variant)}"><td>{html.escape(variant)}</td>{tds}</tr>')
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in head["controls"])
+    missing = ("<p>Controls not run: " + html.escape("; ".join(head["missing_controls"])) + ".</p>"
+               if head["missing_controls"] else "")
+    return f"""<div class="headline" id="headline"><h2>Headline</h2>
+<table><tr><th>variant</th><th>{html.escape(name)}, Q1 (%)</th><th>Q4 (%)</th><th>overall (%)</th>
+<th>image share, last quarter</th><th>gain, Q4 (points)</th><th>gain, overall (points)</th></tr>{''.join(rows)}</table>
+<ul>{lines}</ul>{missing}</div>"""
+
+
+def _png_uri(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+TITLES = {"claims_by_quarter": "Claims by quarter of the answer", "mass_vs_position": "Visual attention mass vs position",
+          "claim_mass_by_quarter": "Image share at the claim-writing queries",
+          "accuracy_vs_mass": "Accuracy against visual mass, claim by claim", "logit_lens": "LogitLens and tuned lens",
+          "pvm_gates": "PVM gates and retrieval", "retrieval_overlay": "Where PVM looks",
+          "training_curves": "Training curves"}
+
+
+def _figure_sections(figures: dict) -> str:
+    return "".join(
+        f'<section class="figure" id="fig-{name}"><h2>{html.escape(TITLES.get(name, name))}</h2>'
+        f'<img alt="{name}" src="{_png_uri(fig)}"><p class="caption">{html.escape(caption)}</p></section>'
+        for name, (fig, caption) in figures.items())
+
+
+def _paper_table(metrics: dict) -> str:
+    ours = _ours(metrics)
+    rows = "".join(f"<tr><td>{html.escape(p['what'])}</td><td>{html.escape(p['paper'])}</td>"
+                   f"<td>{html.escape(ours.get(p['what'], ''))}</td></tr>" for p in metrics["paper"])
+    return ("<h2>The paper's numbers (Qwen3-VL, as reported by the paper; not measured here)</h2>"
+            f"<table><tr><th>what</th><th>the paper</th><th>ours, this run (where comparable)</th></tr>{rows}</table>")
+
+
+def _ours(metrics: dict) -> dict:
+    """This run's numbers for the paper rows that measure the same kind of thing."""
+    variants = metrics["variants"]
+    memory = [n for n, m in variants.items() if m["kind"] == "adapter" and m.get("block") == "pvm"]
+    mlp = [n for n, m in variants.items() if m["kind"] == "adapter" and m.get("block") == "mlp"]
+    out = {}
+    if memory and "baseline" in variants:
+        name, base = memory[0], variants["baseline"]["primary_by_quarter"]
+        sign = 1 if metrics["metric"]["higher_is_better"] else -1
+        gains = [_pct(None if a is None or b is None else 100 * sign * (a - b), True)
+                 for a, b in zip(variants[name]["primary_by_quarter"], base, strict=True)]
+        out["MathVerse gain by answer-length quarter, 8B"] = f"{name}: {' / '.join(gains)} points"
+        out["PVM parameters, 8B (layers 8, 16, 24)"] = f"{name}: {variants[name].get('num_parameters', 0):,}"
+        row = [variants["baseline"]["primary"], variants[mlp[0]]["primary"] if mlp else None, variants[name]["primary"]]
+        out["controls, 8B average accuracy: baseline / iso-parameter MLP / PVM"] = (
+            f"{metrics['metric']['name']}: " + " / ".join(_pct(v) for v in row))
+    return out
+
+
+def page(metrics: dict, figures: dict, records: list[dict]) -> str:
+    setting = metrics["setting"]
+    note = (f'<p class="note">{html.escape(WORLD_NOTE.format(window=setting.get("attention_window")))}</p>'
+            if metrics["suite"] == "world" and setting.get("attention_window") else "")
+    described = ", ".join(f"{k} {v}" for k, v in setting.items() if k not in ("suite", "prompt") and v is not None)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>pvm_probe dilution report</title>
+<style>{STYLE}</style></head><body>
+<h1>Visual signal dilution report</h1>
+<p>Base: {html.escape(metrics['base'])} ({html.escape(metrics['architecture'])}); suite
+<b>{html.escape(metrics['suite'])}</b>: {html.escape(described)}.</p>
+{note}{headline_html(metrics)}{_figure_sections(figures)}{explorer_html(records)}{_paper_table(metrics)}
+</body></html>"""
