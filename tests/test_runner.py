@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import open_gates, small_config
 from PIL import Image
 
 from pvm_probe import attach_pvm
@@ -17,10 +18,8 @@ from pvm_probe.loading import load_base
 from pvm_probe.records import RECORDS, read_records
 from pvm_probe.runner import RunConfig, chat_inputs, run, visual_cells
 from pvm_probe.suites import ImagesSuite, ScenesSuite
-from pvm_probe.variants import BASELINE, Variant, plan
+from pvm_probe.variants import BASELINE, plan
 from pvm_probe.zoo import ARCHS
-
-from conftest import open_gates, small_config
 
 
 def scenes_run(checkpoint, tmp_path, scenes=2, tokens=8, variants=(BASELINE,), **config):
