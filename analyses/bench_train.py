@@ -20,13 +20,16 @@ MODES = ("pvm", "full")
 
 
 def child(mode: str, steps: int, warmup: int, batch_size: int, base: str | None, threads: int) -> dict:
+    import tempfile
+
     import torch
-    from transformers import TrainerCallback
+    from transformers import Trainer, TrainerCallback
 
     from pvm_probe import PVMConfig, attach_pvm
     from pvm_probe.loading import load_base
-    from pvm_probe.train import SFTCollator, StageIConfig
-    from pvm_probe.train.sft import AdapterTrainer, answer_token_loss, set_trainable, training_arguments
+    from pvm_probe.train.collate import SFTCollator
+    from pvm_probe.train.config import StageIConfig
+    from pvm_probe.train.sft import answer_token_loss, set_trainable, training_arguments
     from pvm_probe.train.world_data import WorldSFTDataset
 
     torch.set_num_threads(threads)
@@ -50,11 +53,12 @@ def child(mode: str, steps: int, warmup: int, batch_size: int, base: str | None,
 
     clock = Clock()
     cfg = StageIConfig(steps=steps + warmup, batch_size=batch_size, warmup_steps=0, logging_steps=10_000)
-    args = training_arguments(cfg)
-    args.disable_tqdm = True
-    trainer = AdapterTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
-                             compute_loss_func=answer_token_loss, callbacks=[clock], handle=handle, provenance={})
-    trainer.train()
+    with tempfile.TemporaryDirectory(prefix="pvm_probe_bench_") as scratch:
+        args = training_arguments(cfg, scratch)
+        args.disable_tqdm = True
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                          compute_loss_func=answer_token_loss, callbacks=[clock])
+        trainer.train()
     tokens_per_batch = collator([dataset[i] for i in range(batch_size)])["attention_mask"].sum().item()
     timed = clock.times[warmup:]
     return {"mode": mode, "trainable_parameters": trainable, "steps_timed": len(timed),

@@ -1,54 +1,37 @@
-"""Stage I, Visual Memory Alignment: supervised fine-tuning of the PVM blocks only.
+"""Stage I, Visual Memory Alignment: supervised fine-tuning of the PVM blocks (the backbone frozen).
 
-Driven by `transformers.Trainer` (so `accelerate launch`, DeepSpeed and FSDP configs work as for any
-Trainer run). The backbone is frozen; the loss covers answer tokens only (the collator's labels).
-The adapter (not the backbone) is what gets saved, with the loss log beside it.
+Driven by `transformers.Trainer`, so `accelerate launch` with a DDP, DeepSpeed or FSDP config works as for any
+Trainer run. The loss covers the answer tokens only (the collator's labels), token-weighted over the global
+batch; an eval set gives `eval_loss` entries in the log (every `eval_steps`, and at the end). The Trainer's
+own output folder is a temporary directory, removed when training ends, however it ends: the adapter is
+written by the caller (`pvm_probe.train.run`).
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..backbones import get_module, hook_sites
 from ..inject import PVMHandle, freeze_backbone
-from ..io import atomic_write_json
-
-LOG_FILE = "train_log.json"
-
-
-@dataclass
-class StageIConfig:
-    steps: int = 300
-    batch_size: int = 16  # global batch = batch_size x grad_accum x processes
-    grad_accum: int = 1
-    lr: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    logging_steps: int = 10
-    train_backbone: bool = False  # True: the language model trains too (vision tower stays frozen)
-    backbone_visual_dropout: float = 0.0  # share of training requests whose image only PVM sees
+from .config import StageIConfig
 
 
 def answer_token_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
     """Cross entropy summed over answer tokens / answer tokens in the *global* batch.
 
     With `num_items_in_batch` (counted by the Trainer across processes and accumulation steps) the
-    loss is the same token-weighted mean whether the batch runs in 1 process or N."""
+    loss is the same token-weighted mean whether the batch runs in 1 process or N; without it (evaluation)
+    it is this batch's token mean."""
     logits = outputs.logits[:, :-1].float()  # [B, T-1, V] predicts token t+1
     targets = labels[:, 1:].to(logits.device)  # [B, T-1]
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
                             reduction="sum")
     count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+    count = count.clamp_min(1) if torch.is_tensor(count) else max(count, 1)  # a batch of prompt-only records: 0
     return total / count
 
 
@@ -88,36 +71,18 @@ class BackboneVisualDropout:
         return args, {**kwargs, "inputs_embeds": embeds.masked_fill(hidden, 0.0)}
 
 
-class AdapterSaving:
-    """Trainer mixin: saving writes the PVM adapter (with its provenance), not the whole model."""
+class LogLastStep(TrainerCallback):
+    """Log at the last step too, whatever `logging_steps` is: the run's final loss is always in the log."""
 
-    def __init__(self, *args, handle: PVMHandle, provenance: dict, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.handle, self.provenance = handle, provenance
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        if self.is_world_process_zero():
-            self.handle.save(output_dir or self.args.output_dir, provenance=self.provenance)
-
-
-class AdapterTrainer(AdapterSaving, Trainer):
-    """transformers.Trainer for Stage I."""
-
-
-def run_and_save(trainer, out_dir: Path) -> list[dict]:
-    """Train, record the wall time in the provenance, save the adapter and the log beside it."""
-    start = time.time()
-    trainer.train()
-    trainer.provenance["train_seconds"] = round(time.time() - start, 1)
-    trainer.save_model(str(out_dir))
-    if trainer.is_world_process_zero():
-        atomic_write_json(out_dir / LOG_FILE, trainer.state.log_history)
-    trainer.model.eval()
-    return trainer.state.log_history
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
 
 
 def set_trainable(model, handle: PVMHandle, train_backbone: bool) -> int:
-    """PVM-only by default; optionally the language model too. Returns the trainable parameter count."""
+    """PVM-only by default; optionally the language model too (the vision tower and projector stay frozen).
+    Returns the trainable parameter count."""
     freeze_backbone(model, handle)
     if train_backbone:
         model.requires_grad_(True)
@@ -126,31 +91,53 @@ def set_trainable(model, handle: PVMHandle, train_backbone: bool) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def scratch_dir() -> str:
-    """The Trainer's own output folder: nothing lands in the adapter folder until the adapter is saved."""
-    return tempfile.mkdtemp(prefix="pvm_probe_trainer_")
-
-
-def training_arguments(cfg: StageIConfig) -> TrainingArguments:
+def training_arguments(cfg: StageIConfig, scratch: str, evaluate: bool = False,
+                       find_unused: bool = False) -> TrainingArguments:
+    """The Trainer's arguments; `find_unused`: some batches leave PVM unused (text-only records), so DDP must
+    look for unused parameters."""
     return TrainingArguments(
-        output_dir=scratch_dir(), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule,
-        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_strategy="no",
-        report_to=[], remove_unused_columns=False, dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(), disable_tqdm=False,
+        output_dir=scratch, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, lr_scheduler_type=cfg.schedule, warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps, save_strategy="no", report_to=[], remove_unused_columns=False,
+        eval_strategy="steps" if evaluate and cfg.eval_steps else "no", eval_steps=cfg.eval_steps,
+        dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(), disable_tqdm=False, bf16=cfg.bf16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        ddp_find_unused_parameters=find_unused,
     )
 
 
-def train_stage1(model, handle: PVMHandle, dataset, collator, out_dir, cfg: StageIConfig,
-                 provenance: dict | None = None) -> list[dict]:
-    """Train the attached PVM blocks; save the adapter and its loss log to `out_dir`."""
-    out_dir = Path(out_dir)
-    trainable = set_trainable(model, handle, cfg.train_backbone)
-    provenance = {"stage": "I", "trainer": "transformers.Trainer", "config": asdict(cfg),
-                  "trainable_parameters": trainable, **(provenance or {})}
-    trainer = AdapterTrainer(model=model, args=training_arguments(cfg), train_dataset=dataset,
-                             data_collator=collator, compute_loss_func=answer_token_loss,
-                             handle=handle, provenance=provenance)
-    with BackboneVisualDropout(handle, cfg.backbone_visual_dropout, cfg.seed):
-        return run_and_save(trainer, out_dir)
+def train_stage1(model, handle: PVMHandle, train_set, collator, cfg: StageIConfig, eval_set=None,
+                 find_unused: bool = False) -> list[dict]:
+    """Train the attached blocks (and the language model with `cfg.train_backbone`); returns the log history
+    (loss entries, eval_loss entries when there is an eval set). The model ends in eval mode."""
+    set_trainable(model, handle, cfg.train_backbone)
+    with tempfile.TemporaryDirectory(prefix="pvm_probe_trainer_") as scratch:
+        args = training_arguments(cfg, scratch, eval_set is not None, find_unused)
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                          data_collator=collator, compute_loss_func=answer_token_loss, callbacks=[LogLastStep()])
+        try:
+            with BackboneVisualDropout(handle, cfg.backbone_visual_dropout, cfg.seed):
+                trainer.train()
+            if eval_set is not None and not _evaluated_last(trainer):
+                trainer.evaluate()
+        finally:
+            leave_training(model, cfg.gradient_checkpointing)
+    return trainer.state.log_history
+
+
+def leave_training(model, gradient_checkpointing: bool) -> None:
+    """Back to inference: eval mode; checkpointing off again, with the hook that made the input embeddings
+    require grad (transformers adds it for checkpointing and leaves it)."""
+    if gradient_checkpointing:
+        model.activation_checkpointing_disable()
+        if hasattr(model, "_require_grads_hook"):
+            model.disable_input_require_grads()
+    model.eval()
+
+
+def _evaluated_last(trainer) -> bool:
+    last = [e for e in trainer.state.log_history if "eval_loss" in e]
+    return bool(last) and last[-1].get("step") == trainer.state.global_step

@@ -1,30 +1,52 @@
-"""The painter world as training data: SFT records for Stage I, prompts and verifiable rewards for
-Stage II (format 0.1 + accuracy 0.9, the paper's weights). Training seeds stay below the
-evaluation range (`EVAL_SEED_BASE`)."""
+"""The painter world as training data: Blind Painter records for Stage I (loss on the whole answer or on its
+grounded claims only) and prompts for Stage II. Training scenes use seeds below the held-out range
+(`EVAL_SEED_BASE`, 1,000,000). The answers are drawn like the base's own training data (its
+train_info.json: gaps, fillers, passes), or with other fillers / longer gaps when asked."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import torch
 
-from ..world import EVAL_SEED_BASE, PaintSpec, make_scene, render, score_answer
-from ..world.data import CurriculumDataset
-from ..world.scenes import N_CELLS
-from ..world.task import MAX_PASSES, N_ORDERS, UNIT
-from .data import Record, SFTCollator
+from ..errors import InputError
+from ..suites.world import EVAL_SEED_BASE, PaintSpec, make_grid_scene, render_grid
+from ..suites.world.data import CurriculumDataset
+from ..suites.world.scenes import N_CELLS
+from ..suites.world.task import FILLERS, MAX_PASSES, N_ORDERS, UNIT
+from .collate import SFTCollator
+from .data import Record
 
-FORMAT_WEIGHT, ACCURACY_WEIGHT = 0.1, 0.9
+TRAIN_INFO = "train_info.json"
 
 
-def _spec(rng: random.Random, gaps, filler: str, passes) -> PaintSpec:
-    return PaintSpec(order=rng.randrange(N_ORDERS), gap=rng.choice(list(gaps)) // UNIT[filler], filler=filler,
-                     passes=rng.choice(list(passes)))
+def world_distribution(base_dir, max_gap: int | None = None, fillers=None) -> dict:
+    """{"gaps", "fillers", "passes"} of the answers the base was trained on (its train_info.json), with
+    0..max_gap filler tokens per step or other filler kinds when given. InputError for a base that was not
+    trained on the painter world."""
+    path = Path(base_dir) / TRAIN_INFO
+    if not path.is_file():
+        raise InputError(f"{path} is missing: this base was not trained on the painter world; pass --data FILE "
+                         "(or, for Stage II, --suite scenes)")
+    info = json.loads(path.read_text())
+    kinds = tuple(info["fillers"]) if fillers is None else tuple(fillers)
+    unknown = [k for k in kinds if k not in FILLERS]
+    if unknown:
+        raise InputError(f"unknown filler {unknown[0]!r}; known: {', '.join(FILLERS)}")
+    gaps = tuple(info["train_gaps"]) if max_gap is None else tuple(range(max_gap + 1))
+    return {"gaps": gaps, "fillers": kinds, "passes": tuple(info["passes"])}
+
+
+def completion_budget(distribution: dict) -> int:
+    """Tokens of the longest answer of the distribution, plus a margin: Stage II's completion length."""
+    return 16 * max(distribution["passes"]) * (4 + max(distribution["gaps"])) + 8
 
 
 class WorldSFTDataset(torch.utils.data.Dataset):
-    """`n` Blind Painter records drawn like the base's own training data (same gaps, fillers, passes),
-    from training seeds only; `seed` picks fresh examples of that distribution."""
+    """`n` Blind Painter records drawn like the base's own training data, from training seeds only;
+    `seed` picks fresh examples of that distribution."""
 
     def __init__(self, processor, n: int, seed: int = 0, gaps=(8,), fillers=("count",), passes=(1,)):
         self.examples = CurriculumDataset(processor, n=n, seed=seed, gaps=gaps, short_gaps=gaps, warm_examples=0,
@@ -35,7 +57,7 @@ class WorldSFTDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Record:
         example = self.examples[i]
-        return Record(example.spec.prompt_text(), " ".join(example.answer), [example.image])
+        return Record(example.spec.prompt_text(), " ".join(example.answer), [example.image], f"world example {i}")
 
 
 class ClaimsCollator(SFTCollator):
@@ -44,8 +66,8 @@ class ClaimsCollator(SFTCollator):
     triplets -- follows from the text alone, and in answers longer than the base's it is text the base
     never produced, which would otherwise dominate the loss."""
 
-    def __init__(self, processor, max_length: int | None = None):
-        super().__init__(processor, max_length)
+    def __init__(self, processor, max_length: int | None = None, warn=None):
+        super().__init__(processor, max_length, warn)
         steps = [f"p{i}" for i in range(N_CELLS * MAX_PASSES)]
         self.step_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(steps))
 
@@ -64,46 +86,13 @@ class ClaimsCollator(SFTCollator):
         return batch
 
 
-def world_prompts(n: int, seed: int = 0, gaps=(8,), fillers=("count",), passes=(1,)) -> list[dict]:
-    """Rows for TRL's GRPOTrainer: a conversational prompt, the image, and what the reward needs.
-    Gaps count filler tokens, as in the base's training data."""
-    rows = []
-    for i in range(n):
-        rng = random.Random(f"pvm-grpo-{seed}-{i}")
-        spec = _spec(rng, gaps, rng.choice(list(fillers)), passes)
-        scene_seed = rng.randrange(EVAL_SEED_BASE)
-        prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": spec.prompt_text()}]}]
-        rows.append({"prompt": prompt, "image": render(make_scene(scene_seed)), "scene_seed": scene_seed,
-                     "order": spec.order, "gap": spec.gap, "filler": spec.filler, "passes": spec.passes})
-    return rows
-
-
-def _completion_tokens(completion) -> list[str]:
-    text = completion[0]["content"] if isinstance(completion, list) else completion
-    return text.split()
-
-
-def _scores(completions, scene_seed, order, gap, filler, passes) -> list[dict]:
-    return [score_answer(make_scene(s), PaintSpec(o, g, f, p), _completion_tokens(c))
-            for c, s, o, g, f, p in zip(completions, scene_seed, order, gap, filler, passes, strict=True)]
-
-
-def format_reward(completions, scene_seed, order, gap, filler, passes, **_) -> list[float]:
-    """0.1 when every step is claimed, in the prompt's order, with nothing extra."""
-    out = []
-    for score in _scores(completions, scene_seed, order, gap, filler, passes):
-        claims = score["claims"]
-        well_formed = score["n_extra"] == 0 and all(not c["missing"] and c["order_ok"] for c in claims)
-        out.append(FORMAT_WEIGHT * float(well_formed))
-    return out
-
-
-def accuracy_reward(completions, scene_seed, order, gap, filler, passes, **_) -> list[float]:
-    """0.9 x the share of claims whose colour and shape are true of the image."""
-    return [ACCURACY_WEIGHT * score["accuracy"]
-            for score in _scores(completions, scene_seed, order, gap, filler, passes)]
-
-
-def format_and_accuracy_rewards():
-    return [format_reward, accuracy_reward]
-
+def world_prompt(i: int, seed: int = 0, gaps=(8,), fillers=("count",), passes=(1,)) -> dict:
+    """Stage II prompt i: the user turn, the image, and what the world rewards read (scene and spec)."""
+    rng = random.Random(f"pvm-grpo-{seed}-{i}")
+    filler = rng.choice(list(fillers))
+    spec = PaintSpec(order=rng.randrange(N_ORDERS), gap=rng.choice(list(gaps)) // UNIT[filler], filler=filler,
+                     passes=rng.choice(list(passes)))
+    scene_seed = rng.randrange(EVAL_SEED_BASE)
+    record = Record(spec.prompt_text(), None, [render_grid(make_grid_scene(scene_seed))], f"world prompt {i}")
+    return {"record": record, "scene_seed": scene_seed, "order": spec.order, "gap": spec.gap, "filler": spec.filler,
+            "passes": spec.passes}

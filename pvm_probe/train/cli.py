@@ -1,0 +1,176 @@
+"""`pvm-probe train-pvm`: arguments -> a `TrainJob` -> `pvm_probe.train.run.train`.
+
+Building the parser imports nothing heavy (argparse, `pvm_probe.cli_types`, and this package's dataclass
+module inside `add_arguments`). Numbers are checked by their argparse types; a flag of the other stage
+(e.g. --reward with --stage 1) is an InputError; everything else is checked by `plan.make_plan` before any
+weights load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from .. import cli_types as t
+
+STAGE1_ONLY = ("loss_on", "max_length", "eval_split", "eval_every", "backbone_visual_dropout", "grad_accum")
+STAGE2_ONLY = ("reward", "num_generations", "max_completion_length", "temperature")
+_VISUAL_SOURCE = re.compile(r"embeddings|hidden:[0-9]+")
+FILLERS = ("count", "said")
+
+
+# ---- argparse types ---------------------------------------------------------------------------------------
+def visual_source(text: str) -> str:
+    if not _VISUAL_SOURCE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected embeddings or hidden:<layer>, got {text!r}")
+    return text
+
+
+def fillers(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in FILLERS]
+    if not kinds or bad:
+        raise argparse.ArgumentTypeError(f"expected filler kinds from {', '.join(FILLERS)} (e.g. said,count), "
+                                         f"got {text!r}")
+    return kinds
+
+
+def fraction(text: str) -> float:
+    value = t.finite_float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
+    return value
+
+
+def group_size(text: str) -> int:
+    value = t.positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a GRPO group needs at least 2 completions, got {text!r}")
+    return value
+
+
+def reward(text: str):
+    """NAME[=WEIGHT]: a shipped reward or module:function; the weight defaults to 0.1 (format) / 0.9."""
+    from .config import REWARD_NAMES, RewardSpec, default_weight
+
+    name, _, weight = text.partition("=")
+    name = name.strip()
+    if ":" not in name and name not in REWARD_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown reward {name!r}; known: {', '.join(REWARD_NAMES)}, "
+                                         "or module:function")
+    return RewardSpec(name, t.finite_float(weight) if weight else default_weight(name))
+
+
+# ---- the parser -------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import PLACEMENTS, REWARD_NAMES, SUITES
+
+    parser.add_argument("--out", type=t.output_dir, required=True, help="adapter folder (written whole at the end)")
+    parser.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: SFT (default), 2: GRPO")
+    model = parser.add_argument_group("model")
+    model.add_argument("--base", type=t.existing_dir, help="local checkpoint directory (default: the embedded base)")
+    model.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    model.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="float32",
+                       help="weights as loaded (default float32: fp32 master weights; add --bf16 for bf16 compute)")
+    model.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
+    adapter = parser.add_argument_group("adapter")
+    adapter.add_argument("--init", help="start from this adapter (directory or shipped name)")
+    adapter.add_argument("--preset", help="PVM preset (qwen3-vl-8b, qwen3-vl-4b); default: scaled to the base")
+    adapter.add_argument("--layers", type=t.layer_list, help="decoder layers, e.g. 8,16,24")
+    adapter.add_argument("--placement", choices=PLACEMENTS,
+                         help="layers by the paper's strategy from the base's measured attention profile")
+    adapter.add_argument("--blocks", type=t.positive_int, default=2, help="PVM layers without --layers (default 2)")
+    adapter.add_argument("--block", choices=["pvm", "mlp"], help="mlp: the iso-parameter control without the image")
+    adapter.add_argument("--visual-source", type=visual_source, help="embeddings (default) | hidden:<layer>")
+    adapter.add_argument("--alpha-init", type=t.finite_float, help="initial gate (default 0: outputs unchanged)")
+    _data_arguments(parser, SUITES)
+    _optim_arguments(parser)
+    stage2 = parser.add_argument_group("stage 2 (GRPO)")
+    stage2.add_argument("--reward", type=reward, action="append", metavar="NAME[=WEIGHT]",
+                        help=f"repeatable: {', '.join(REWARD_NAMES)} or module:function; total = sum of weight x "
+                             "reward (default weight 0.1 for format, 0.9 otherwise)")
+    stage2.add_argument("--num-generations", type=group_size, help="completions per prompt (default 8)")
+    stage2.add_argument("--max-completion-length", type=t.positive_int,
+                        help="answer budget in tokens (default: the world's longest answer, else 1024)")
+    stage2.add_argument("--temperature", type=t.positive_float, help="sampling temperature (default 1)")
+
+
+def _data_arguments(parser, suites) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", type=t.existing_file, help="JSON / JSONL / parquet records (image, question, answer)")
+    data.add_argument("--suite", choices=suites,
+                      help="without --data: world (the embedded base's own, default) or scenes (Stage II)")
+    data.add_argument("--examples", type=t.positive_int, help="world / scenes examples (default: steps x batch)")
+    data.add_argument("--fillers", type=fillers, help="world filler kinds, e.g. said or said,count")
+    data.add_argument("--max-gap", type=t.non_negative_int, help="world: 0..N filler tokens per step")
+    data.add_argument("--image-size", type=t.positive_int, help="scenes: image side in pixels (default 448)")
+    data.add_argument("--loss-on", choices=["claims", "answer"], help="stage 1: world claims (world default) or answer")
+    data.add_argument("--max-length", type=t.positive_int,
+                      help="stage 1: prompt + answer tokens at most (the answer is cut, never the prompt)")
+    data.add_argument("--max-pixels", type=t.positive_int, help="pixels per image (Qwen processors; LLaVA: fixed)")
+    data.add_argument("--eval-split", type=fraction, help="stage 1: share of examples held out for an eval loss")
+    data.add_argument("--eval-every", type=t.positive_int, help="stage 1: eval loss every N steps too (default: end)")
+
+
+def _optim_arguments(parser) -> None:
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--steps", type=t.positive_int, help="optimiser steps (default 300 / 50)")
+    optim.add_argument("--batch-size", type=t.positive_int,
+                       help="per process: examples (stage 1) or completions (stage 2); default 16")
+    optim.add_argument("--grad-accum", type=t.positive_int, help="stage 1 gradient accumulation (default 1)")
+    optim.add_argument("--lr", type=t.positive_float, help="default 1e-4 (stage 1), 1e-6 (stage 2)")
+    optim.add_argument("--warmup", type=t.non_negative_int, help="warm-up steps (default 20 / 0)")
+    optim.add_argument("--seed", type=t.non_negative_int, default=0)
+    optim.add_argument("--log-every", type=t.positive_int, help="log every N steps (default 10 / 5)")
+    optim.add_argument("--train-backbone", action="store_true", help="also train the language model (not the vision)")
+    optim.add_argument("--backbone-visual-dropout", type=t.probability, metavar="P",
+                       help="stage 1: in this share of requests only PVM sees the image")
+    optim.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (memory)")
+    optim.add_argument("--bf16", action="store_true", help="bf16 autocast (a GPU, or the accelerate configs)")
+
+
+# ---- arguments -> job -------------------------------------------------------------------------------------
+def job_from_arguments(args):
+    """The TrainJob the arguments describe; a flag of the other stage is an InputError."""
+    from ..errors import InputError
+    from .config import AdapterSpec, DataSpec, StageIConfig, StageIIConfig, TrainJob
+
+    other = STAGE2_ONLY if args.stage == 1 else STAGE1_ONLY
+    given = [name for name in other if getattr(args, name) is not None]
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')} is a Stage {2 if args.stage == 1 else 1} option "
+                         f"(this is --stage {args.stage})")
+    adapter = AdapterSpec(args.init, args.preset, args.layers, args.placement, args.blocks, args.block,
+                          args.visual_source, args.alpha_init)
+    data = DataSpec(args.data, args.suite, args.examples, args.fillers, args.max_gap, args.image_size,
+                    args.loss_on, args.max_length, args.max_pixels, _given(args.eval_split, 0.0))
+    common = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup,
+              "seed": args.seed, "logging_steps": args.log_every}
+    if args.stage == 1:
+        optim = StageIConfig(**_set(common, grad_accum=args.grad_accum, eval_steps=args.eval_every,
+                                    backbone_visual_dropout=args.backbone_visual_dropout))
+    else:
+        optim = StageIIConfig(**_set(common, num_generations=args.num_generations, temperature=args.temperature,
+                                     max_completion_length=args.max_completion_length,
+                                     rewards=tuple(args.reward or ())))
+    optim.train_backbone, optim.gradient_checkpointing, optim.bf16 = (
+        args.train_backbone, args.gradient_checkpointing, args.bf16)
+    return TrainJob(args.out, optim, args.base, adapter, data, args.device, args.dtype, args.attn)
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
+def _set(values: dict, **more) -> dict:
+    """The values that were given (None: the config's default)."""
+    return {k: v for k, v in {**values, **more}.items() if v is not None}
+
+
+def train_from_arguments(args) -> None:
+    from .run import _main_process, train
+    from .summary import summary
+
+    result = train(job_from_arguments(args))
+    if _main_process():
+        print(summary(result))
