@@ -87,6 +87,7 @@ def report(parser):
     _suite_arguments(parser)
     _run_arguments(parser)
     parser.add_argument("--no-controls", action="store_true", help="skip gates-off and swapped-image variants")
+    parser.add_argument("--no-tuned-lens", action="store_true", help="skip fitting a tuned lens of the base")
     parser.add_argument("--explore", type=t.non_negative_int, default=2, help="answers in the token explorer")
     parser.add_argument("--out", type=t.output_dir, default="out/report", help="output folder (replaced whole)")
 
@@ -94,7 +95,7 @@ def report(parser):
         from .jobs import report as report_job
 
         job = _job(args, explore=args.explore)
-        job.controls = not args.no_controls
+        job.controls, job.tuned_lens = not args.no_controls, not args.no_tuned_lens
         print(f"wrote {report_job(job, args.out)}")
 
     return run

@@ -60,6 +60,7 @@ class Job:
     controls: bool = True  # gates off and swapped image for every memory adapter
     baseline: bool = True
     only: str | None = None  # run a single variant: "adapter", "gates_off" or "swapped_image"
+    tuned_lens: bool = True  # report: fit (or reuse) a tuned lens of the base and read it beside the LogitLens
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -154,11 +155,10 @@ def report(job: Job, out) -> Path:
     out = check_output_dir(out)
     model, processor, suite, variants = open_job(job)
     work = working_dir(out)
-    description = describe(suite, variants, job.run, model, _base_name(job))
-    _discard_if_stale(work, description)
     seed_from_previous(out, work)
-    _discard_if_stale(work, description)
-    records = run(model, processor, suite, variants, work, job.run, base=_base_name(job))
+    lens = tuned_lens_for(model, processor, suite, work / LENS_DIR, job.run.batch_size) if job.tuned_lens else None
+    _discard_if_stale(work, describe(suite, variants, job.run, model, _base_name(job), lens))
+    records = run(model, processor, suite, variants, work, job.run, base=_base_name(job), lens=lens)
     if not records:  # not the main process
         return out / "report.html"
     build_report(work)
@@ -166,11 +166,39 @@ def report(job: Job, out) -> Path:
 
 
 def _discard_if_stale(work: Path, description: dict) -> None:
-    """A working folder left by another run (another base, suite or settings) starts clean."""
-    from .records import compatible
+    """Records left by another run (another base, suite or settings) are dropped: the run starts clean."""
+    from .records import RECORDS, compatible
 
     if (work / RUN).is_file() and not compatible(work / RUN, description):
-        shutil.rmtree(work)
+        (work / RUN).unlink()
+        (work / RECORDS).unlink(missing_ok=True)
+
+
+LENS_DIR = "tuned_lens"
+CALIBRATION_REQUESTS = 8
+
+
+def tuned_lens_for(model, processor, suite, directory: Path, batch_size: int = 8):
+    """The base's tuned lens: the one saved in `directory` if it belongs to this base, else one trained on the
+    base's own answers to the suite's calibration requests (never the evaluated ones) and saved there."""
+    from .checkpoints import AdapterMismatchError
+    from .probes.tuned_lens import LensData, TunedLens, record_generations
+    from .runner import chat_inputs
+
+    if directory.is_dir():
+        try:
+            return TunedLens.load(directory, model)
+        except (AdapterMismatchError, OSError, InputError):
+            shutil.rmtree(directory)
+    requests = suite.calibration(CALIBRATION_REQUESTS)
+    parts = [record_generations(model, chat_inputs(processor, requests[s:s + batch_size], model.device),
+                                max_new_tokens=max(suite.max_new_tokens(r) for r in requests[s:s + batch_size]),
+                                do_sample=False)
+             for s in range(0, len(requests), batch_size)]
+    lens = TunedLens.for_model(model)
+    lens.fit(model, LensData.cat(parts))
+    lens.save(directory)
+    return lens
 
 
 def _metrics(records: list[dict], directory) -> dict:

@@ -52,14 +52,15 @@ class RunConfig:
 
 
 def run(model, processor, suite: Suite, variants: list[Variant], directory, config: RunConfig | None = None,
-        base: str = "") -> list[dict]:
-    """Fill `directory` with the records of every variant x request (resuming what is there); returns them."""
+        base: str = "", lens=None) -> list[dict]:
+    """Fill `directory` with the records of every variant x request (resuming what is there); returns them.
+    `lens`: a tuned lens of the base, read beside the LogitLens when the probes run."""
     from accelerate import PartialState
 
     config = config or RunConfig()
     state = PartialState()
     _check_variants(suite, variants)
-    store = RecordStore(directory, describe(suite, variants, config, model, base), state.process_index,
+    store = RecordStore(directory, describe(suite, variants, config, model, base, lens), state.process_index,
                         state.num_processes)
     if state.is_main_process:
         store.write_run()
@@ -68,18 +69,20 @@ def run(model, processor, suite: Suite, variants: list[Variant], directory, conf
         todo = [i for i in mine if not store.done(variant.name, i)]
         if todo:
             with applied(variant, model) as handle:
-                _run_variant(model, processor, suite, variant, handle, todo, store, config, state.is_main_process)
+                _run_variant(model, processor, suite, variant, handle, todo, store, config, state.is_main_process,
+                             lens)
     state.wait_for_everyone()
     records = store.merge([v.name for v in variants]) if state.is_main_process else []
     state.wait_for_everyone()
     return records
 
 
-def describe(suite: Suite, variants: list[Variant], config: RunConfig, model, base: str) -> dict:
+def describe(suite: Suite, variants: list[Variant], config: RunConfig, model, base: str, lens=None) -> dict:
     """What `run.json` records; a resumed run must match it (records.py)."""
     generation = {"max_new_tokens": config.max_new_tokens, "dtype": str(model.dtype).removeprefix("torch."),
                   "probes": config.probes, "explore": config.explore, "greedy": True,
-                  "attention_window": attention_window(model)}
+                  "attention_window": attention_window(model),
+                  "tuned_lens": None if lens is None else lens.config.training}
     return {"base": base, "architecture": type(model).__name__, "suite": suite.settings(),
             "generation": generation, "variants": {v.name: v.to_dict() for v in variants},
             "layers": len(decoder_layers(model))}
@@ -91,11 +94,11 @@ def _check_variants(suite: Suite, variants: list[Variant]) -> None:
                          "least 2 requests")
 
 
-def _run_variant(model, processor, suite, variant, handle, todo, store, config, show) -> None:
+def _run_variant(model, processor, suite, variant, handle, todo, store, config, show, lens) -> None:
     batches = [todo[s:s + config.batch_size] for s in range(0, len(todo), config.batch_size)]
     for indices in tqdm(batches, desc=f"{suite.name}: {variant.name}", disable=not (config.progress and show)):
         requests = [suite.request(i) for i in indices]
-        for record in run_batch(model, processor, suite, variant, handle, requests, config):
+        for record in run_batch(model, processor, suite, variant, handle, requests, config, lens):
             store.append(record)
 
 
@@ -112,7 +115,8 @@ def chat_inputs(processor, requests: list[Request], device) -> dict:
 
 
 @torch.no_grad()
-def run_batch(model, processor, suite, variant, handle, requests: list[Request], config: RunConfig) -> list[dict]:
+def run_batch(model, processor, suite, variant, handle, requests: list[Request], config: RunConfig,
+              lens=None) -> list[dict]:
     """Generate, probe and score one batch; one record per request."""
     inputs = chat_inputs(processor, requests, model.device)
     budget = max(suite.max_new_tokens(r) for r in requests)
@@ -121,7 +125,7 @@ def run_batch(model, processor, suite, variant, handle, requests: list[Request],
     with ExitStack() as stack:
         if variant.control == "swapped_image":
             stack.enter_context(_swapped(handle, processor, suite, requests, model.device))
-        probes = _enter_probes(stack, model, handle, explore, config)
+        probes = _enter_probes(stack, model, handle, explore, config, lens)
         sequences = model.generate(**inputs, max_new_tokens=budget, do_sample=False)  # [B, P + N]
     new = sequences[:, inputs["input_ids"].shape[1]:].cpu()  # [B, N]
     lengths, stopped = answer_lengths(new, stop_token_ids(model))
@@ -158,11 +162,13 @@ def _explore_layers(model, count: int) -> list[int]:
     return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
 
 
-def _enter_probes(stack: ExitStack, model, handle, explore: list[int], config: RunConfig) -> dict | None:
+def _enter_probes(stack: ExitStack, model, handle, explore: list[int], config: RunConfig, lens) -> dict | None:
     if not config.probes:
         return None
     probes = {"mass": VisualAttentionMass(model, patch_rows=explore, patch_layers=_explore_layers(
         model, config.explore_layers) if explore else ()), "lens": LogitLens(model)}
+    if lens is not None:
+        probes["tuned_lens"] = LogitLens(model, lens=lens)
     if handle is not None and handle.config.block == "pvm":
         probes["pvm"] = PVMRetrieval(handle)
     for probe in probes.values():
@@ -180,6 +186,8 @@ def _add_probes(record: dict, probes: dict, b: int, n: int, cells: np.ndarray, r
                       "split": {s: rounded(split[..., j].mean(1) if n else np.full(len(mass.layers), np.nan))
                                 for j, s in enumerate(SEGMENTS)}}
     record["lens"] = _lens_summary(lens, b, n)
+    if "tuned_lens" in probes:
+        record["tuned_lens"] = _lens_summary(probes["tuned_lens"].result, b, n)
     pvm = probes["pvm"].result if "pvm" in probes else None
     if pvm is not None:
         record["pvm"] = {"layers": pvm.layers, "alpha": rounded(pvm.alpha, 6),

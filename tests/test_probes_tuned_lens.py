@@ -121,15 +121,15 @@ def test_training_lowers_held_out_kl_tiny_qwen3():
 @pytest.fixture(scope="module")
 def baseline():
     from pvm_probe.loading import load_base
-    from pvm_probe.world.paint import eval_examples, prompt_inputs
+    from pvm_probe.runner import chat_inputs
+    from pvm_probe.suites import WorldSuite
 
     model, processor = load_base()
-    tok = processor.tokenizer
-    settings = dict(max_new_tokens=72, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-                    pad_token_id=tok.pad_token_id)
+    settings = dict(max_new_tokens=72)
 
     def inputs(seed):
-        return prompt_inputs(processor, eval_examples(processor, scenes=4, seed=seed, length=0, filler="said"))
+        suite = WorldSuite(scenes=4, seed=seed, length=0)
+        return chat_inputs(processor, list(suite.requests()), model.device)
 
     return model, inputs, settings
 

@@ -68,7 +68,7 @@ def test_files_are_readable_as_any_file_the_user_writes(world_report, tmp_path):
         assert path.stat().st_mode & 0o777 == expected, path
     old = os.umask(0o077)
     try:
-        assert main(["report", "--pvm", "pvm-stage1", "--no-controls", "--scenes", "2", "--out",
+        assert main(["report", "--pvm", "pvm-stage1", "--no-controls", "--no-tuned-lens", "--scenes", "2", "--out",
                      str(tmp_path / "private")]) == 0
     finally:
         os.umask(old)
@@ -77,10 +77,11 @@ def test_files_are_readable_as_any_file_the_user_writes(world_report, tmp_path):
 
 def test_a_report_killed_by_sigterm_leaves_the_old_one_whole_and_resumes(tmp_path):
     out = tmp_path / "report"
-    assert main(["report", "--scenes", "2", "--pvm", "pvm-stage1", "--no-controls", "--out", str(out)]) == 0
+    quick = ["--pvm", "pvm-stage1", "--no-controls", "--no-tuned-lens"]
+    assert main(["report", "--scenes", "2", *quick, "--out", str(out)]) == 0
     old_page = (out / "report.html").read_text()
-    command = [sys.executable, "-m", "pvm_probe.cli", "report", "--scenes", "6", "--batch-size", "1",
-               "--pvm", "pvm-stage1", "--no-controls", "--out", str(out)]
+    command = [sys.executable, "-m", "pvm_probe.cli", "report", "--scenes", "6", "--batch-size", "1", *quick,
+               "--out", str(out)]
     work = tmp_path / ".report.partial"
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -172,3 +172,19 @@ def test_two_processes_write_the_records_of_one(tmp_path):
     one, two = (read_records(tmp_path / name / RECORDS) for name in ("one", "two"))
     assert len(one) == 8 and one == two
     assert not list((tmp_path / "two").glob("records.rank*.jsonl"))  # the shards were merged away
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_remedies_run_as_variants_and_leave_the_model_as_it_was(arch, tiny_checkpoints, tmp_path):
+    model, processor, suite, records = scenes_run(tiny_checkpoints[arch], tmp_path / "plain", tokens=5)
+    arms = plan(arms=["vcd", "pai", "memvr"], baseline=False)
+    armed = run(model, processor, suite, arms, tmp_path / "armed", RunConfig(batch_size=2, progress=False))
+    assert [r["variant"] for r in armed] == ["vcd", "vcd", "pai", "pai", "memvr", "memvr"]
+    for r in armed:  # the probes read the answer's own rows, not the arms' second rows
+        assert np.shape(r["mass"]["image"]) == (4, r["n_tokens"]) and len(r["lens"]["convergence"]) == r["n_tokens"]
+    again = run(model, processor, suite, [BASELINE], tmp_path / "again", RunConfig(batch_size=2, progress=False))
+    assert [r["answer"] for r in again] == [r["answer"] for r in records]  # every hook came off
+    no_strength = [Variant("vcd0", arm="vcd", options={"alpha": 0.0}), Variant("memvr0", arm="memvr",
+                                                                                options={"ratio": 0.0})]
+    zero = run(model, processor, suite, no_strength, tmp_path / "zero", RunConfig(batch_size=2, progress=False))
+    assert [r["token_ids"] for r in zero] == [r["token_ids"] for r in records] * 2  # strength 0 is the baseline

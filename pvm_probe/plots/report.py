@@ -242,6 +242,30 @@ def _raster(cells: list, weights: np.ndarray, side: int = 64) -> np.ndarray:
     return grid
 
 
+ARMS = ("vcd", "pai", "memvr")
+
+
+def remedies(metrics: dict):
+    """PVM against the training-free remedies: the primary metric by quarter (left) and the backbone's image
+    share of attention by quarter, mean over layers (right), for the baseline, each adapter and each remedy."""
+    chosen = {n: m for n, m in metrics["variants"].items() if m["kind"] in ("baseline", "adapter", *ARMS)}
+    styles = variant_styles(list(chosen))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, m in chosen.items():
+        style = {"color": styles[name]["color"], "ls": "--" if m["kind"] in ARMS else "-", "marker": "o", "lw": 1.2}
+        left.plot(range(4), 100 * _values(m["primary_by_quarter"]), label=name, **style)
+        if "mass_by_quarter" in m:
+            right.plot(range(4), np.nanmean(np.array([_values(r) for r in m["mass_by_quarter"]]), 0), **style)
+    for ax in (left, right):
+        ax.set_xticks(range(4), QUARTERS)
+        ax.set_xlabel("quarter of the answer")
+    left.set_ylabel(f"{metrics['metric']['name']} (%)")
+    right.set_ylabel("image share of attention (mean over layers)")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def training_curves(logs: dict[str, list[dict]], key: str = "loss"):
     """logs: adapter name -> Trainer `log_history`."""
     styles = variant_styles(list(logs))

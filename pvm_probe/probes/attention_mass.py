@@ -116,7 +116,8 @@ def image_key_weights(q: torch.Tensor, keys: torch.Tensor, segment: torch.Tensor
                       row: int = 0) -> torch.Tensor:
     """One row's attention on each of its image keys, mean over heads: [k, N].
 
-    q [H, k, hd]; keys [Hkv, S, hd]; segment [S] (IMAGE marks image keys); lengths [k] keys visible to each
+    q [H, k, hd]; keys [Hkv, S, hd]; segment [P] of the prompt's keys (IMAGE marks the image's, so an image
+    placeholder a model happens to generate is not a patch); lengths [k] keys visible to each
     query; lse [H, k] the query's full log normaliser (from `segment_shares`), so weights are the softmax's own."""
     H, Hkv = q.shape[0], keys.shape[0]
     where = (segment == IMAGE).nonzero()[:, 0]  # [N] image key positions
@@ -209,8 +210,9 @@ class VisualAttentionMass(Probe):
                                      p.key_bias)
         self._done.setdefault(layer, []).append((shares, lse))
         if layer in self.patch_layers:
+            prompt = self.tracker.segment[:, : self.tracker.prompt_length]  # the request's own image keys only
             self._patches.setdefault(layer, []).append(
-                [image_key_weights(q[r], keys[r, :, :S], self.tracker.segment[r, :S], lengths, lse[r],
+                [image_key_weights(q[r], keys[r, :, :S], prompt[r], lengths, lse[r],
                                    p.attn.scaling, window, p.key_bias, r) for r in self.patch_rows])
 
     def _finish(self) -> None:

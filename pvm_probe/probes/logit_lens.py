@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..backbones import check_layers, decoder_layers, get_module
-from ._base import Probe, RequestTracker, last_hidden
+from ._base import Probe, RequestTracker, last_hidden, valid_rows
 from ._io import ResultIO
 
 
@@ -33,6 +33,7 @@ class LogitLensResult(ResultIO):
     layers: list = field(default_factory=list)
     prompt_length: int = 0
     lens: str = "logit"  # "logit", or "tuned" when read through a TunedLens
+    lengths: list = field(default_factory=list)  # [B] rows of each request's answer (default: all T)
 
     def agrees(self) -> np.ndarray:
         """[B, L, T] bool: the layer's top-1 is the final top-1."""
@@ -47,8 +48,10 @@ class LogitLensResult(ResultIO):
         return np.where(stays.any(1), np.asarray(self.layers)[first], -1)
 
     def mean_kl(self) -> np.ndarray:
-        """[L] KL averaged over rows and positions."""
-        return self.kl.mean(axis=(0, 2))
+        """[L] KL averaged over rows and the positions of each row's answer."""
+        T = self.kl.shape[2]
+        valid = valid_rows(self.lengths or [T] * len(self.kl), T)  # [B, T]
+        return (self.kl * valid[:, None]).sum(axis=(0, 2)) / max(int(valid.sum()), 1)
 
 
 def lens_metrics(layer_logits: torch.Tensor, final_logits: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -111,4 +114,4 @@ class LogitLens(Probe):
             kl=stacked["kl"].transpose(1, 0, 2), rank=stacked["rank"].transpose(1, 0, 2),
             prob=stacked["prob"].transpose(1, 0, 2), top1=stacked["top1"].transpose(1, 0, 2),
             final_token=stacked["token"], layers=list(self.layers), prompt_length=int(self.tracker.prompt_length),
-            lens="logit" if self.lens is None else "tuned"))
+            lens="logit" if self.lens is None else "tuned", lengths=self.tracker.lengths()))

@@ -36,11 +36,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ..backbones import decoder_layers, get_module, hook_sites, stop_token_ids, text_config
-from ..checkpoints import AdapterMismatchError, base_fingerprint, check_fingerprint
+from ..checkpoints import base_fingerprint, check_fingerprint
+from ..errors import AdapterError, AdapterMismatchError, InputError
 from ..io import atomic_write, atomic_write_json
 from ._base import Probe, last_hidden
 
@@ -251,7 +252,8 @@ class TunedLens(nn.Module):
         tensors = {"weight": torch.stack([w.detach().cpu() for w in self.weights]),  # [L, d, d]
                    "bias": torch.stack([b.detach().cpu() for b in self.biases])}  # [L, d]
         meta = {"format_version": FORMAT_VERSION, **self.config.to_dict()}
-        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+        data = save(tensors, metadata={"format": "pt"})  # bytes: save_file would create a 0600 file
+        atomic_write(directory / WEIGHTS_FILE, lambda tmp: Path(tmp).write_bytes(data))
         atomic_write_json(directory / CONFIG_FILE, meta)
         return directory
 
@@ -295,13 +297,13 @@ def _optimizer(params, training: LensTraining) -> torch.optim.Optimizer:
     if training.optimizer == "adam":  # the package's Adam (AMSGrad), without its warm-up
         return torch.optim.Adam(params, lr=training.lr, betas=(training.momentum, 0.999), amsgrad=True,
                                 weight_decay=training.weight_decay)
-    raise ValueError(f"unknown optimizer {training.optimizer!r}; known: sgd, adam")
+    raise InputError(f"unknown optimizer {training.optimizer!r}; known: sgd, adam")
 
 
 def _batches(n: int, training: LensTraining, g: torch.Generator):
     """`training.steps` index tensors: all n positions, or shuffled chunks of `batch_tokens`."""
     if n == 0:
-        raise ValueError("no training positions: the generations are empty")
+        raise InputError("no training positions for the tuned lens: the generations are empty")
     if n <= training.batch_tokens:
         everything = torch.arange(n)
         return [everything] * training.steps
@@ -322,7 +324,7 @@ def _read_config(directory: Path) -> TunedLensConfig:
         return TunedLensConfig(int(meta["num_layers"]), int(meta["hidden_size"]), dict(meta["base"]),
                                meta.get("training"))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"corrupted tuned-lens config {path}: {type(err).__name__}: {err}") from None
+        raise AdapterError(f"corrupted tuned-lens config {path}: {type(err).__name__}: {err}") from None
 
 
 def _expected_shapes(config: TunedLensConfig, model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -341,13 +343,13 @@ def _read_weights(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str,
         with safe_open(path, "pt") as f:
             found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"corrupted tuned-lens weights {path}: {err}") from None
+        raise AdapterError(f"corrupted tuned-lens weights {path}: {err}") from None
     if set(found) != set(expected):
-        raise ValueError(f"{path} holds tensors {sorted(found)}, expected {sorted(expected)}")
+        raise AdapterError(f"{path} holds tensors {sorted(found)}, expected {sorted(expected)}")
     for name, shape in expected.items():
         if found[name] != shape:
-            raise ValueError(f"{path}: tensor {name} has shape {found[name]}, expected {shape}")
+            raise AdapterError(f"{path}: tensor {name} has shape {found[name]}, expected {shape}")
     try:
         return load_file(path)
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"corrupted tuned-lens weights {path}: {err}") from None
+        raise AdapterError(f"corrupted tuned-lens weights {path}: {err}") from None

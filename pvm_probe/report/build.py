@@ -91,6 +91,8 @@ def seed_from_previous(out: Path, work: Path) -> None:
     work.mkdir(parents=True)
     for name in (RUN, RECORDS):
         shutil.copy2(out / name, work / name)
+    if (out / "tuned_lens").is_dir():  # the base's lens: the records were read through it
+        shutil.copytree(out / "tuned_lens", work / "tuned_lens")
 
 
 def publish(work: Path, out: Path) -> Path:

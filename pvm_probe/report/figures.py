@@ -61,6 +61,12 @@ CAPTIONS = {
         "more), beside the backbone's own attention on the image at the same token; the claimed region is "
         "outlined. Retrieval means PVM's weight sits on the outlined region; a diffuse map means PVM re-injects the "
         "whole image rather than the part the text is about."),
+    "remedies": lambda m: (
+        "PVM against the training-free remedies (dashed: VCD, contrast with a noised image; PAI, more attention on "
+        "the image plus text-free guidance; MemVR, the visual tokens re-injected as FFN memory when a layer is "
+        "unsure), each at its paper's defaults unless its name says otherwise. Right: the backbone's own share of "
+        "attention on the image. A remedy that only re-weights attention or logits cannot help where that share "
+        "is 0 (the image is out of reach); one that re-injects the image might."),
     "training_curves": lambda m: (
         "Training loss of each adapter (Trainer logs). A loss that never left its plateau means the adapter "
         "learned nothing, whatever the other figures show."),
@@ -100,6 +106,8 @@ def report_figures(metrics: dict, records: list[dict], logs: dict) -> dict:
                    "logit_lens": lambda: plots.logit_lens(metrics)}
     if any("pvm" in m for m in variants):
         makers |= {"pvm_gates": lambda: plots.pvm_gates(metrics), "retrieval_overlay": lambda: _overlay(metrics, records)}
+    if any(m["kind"] in plots.ARMS for m in variants):
+        makers["remedies"] = lambda: plots.remedies(metrics)
     if logs:
         makers["training_curves"] = lambda: plots.training_curves(logs)
     figures = {name: (make(), CAPTIONS[name](metrics)) for name, make in makers.items()}

@@ -39,6 +39,8 @@ def variant_metrics(records: list[dict], kinds: list[str], higher_is_better: boo
     if records and "mass" in records[0]:
         out.update(_mass_metrics(records, claims))
         out["lens"] = _lens_metrics(records)
+        if "tuned_lens" in records[0]:
+            out["tuned_lens"] = _lens_metrics(records, "tuned_lens")
     if records and "pvm" in records[0]:
         out["pvm"] = _pvm_metrics(records, claims)
     return out
@@ -94,7 +96,9 @@ def _mass_metrics(records: list[dict], claims: list[dict]) -> dict:
                   for i in range(len(layers))]
     split = {s: rounded(_nanmean(np.array([r["mass"]["split"][s] for r in records], dtype=float), 0))
              for s in records[0]["mass"]["split"]}
+    quarters = np.stack([_nanmean(part, 1) for part in np.array_split(curve, 4, axis=1)], 1)  # [L, 4]
     out = {"layers": layers, "mass_by_layer": rounded(curve), "mass_profile": rounded(_nanmean(curve, 1)),
+           "mass_by_quarter": rounded(quarters),
            "mass_split": split, "claim_mass_by_quarter": by_quarter,
            "accuracy_vs_mass": _accuracy_vs_mass(with_mass)}
     if fit is not None:

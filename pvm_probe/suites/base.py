@@ -47,7 +47,7 @@ class Answer:
             text = tokenizer.decode(token_ids[: t + 1], skip_special_tokens=True)
             ends.append(max(len(text), ends[-1] if ends else 0))
         ends = [min(e, len(text)) for e in ends]
-        pieces = [text[s:e] for s, e in zip([0, *ends[:-1]], ends, strict=True)]
+        pieces = [text[s:e] for s, e in zip([0, *ends][: len(ends)], ends, strict=True)]
         return cls(token_ids, tokenizer.convert_ids_to_tokens(token_ids), pieces, text)
 
     def token_at(self, char: int) -> int | None:
@@ -102,6 +102,11 @@ class Suite:
 
     def max_new_tokens(self, request: Request) -> int:
         raise NotImplementedError
+
+    def calibration(self, count: int) -> list[Request]:
+        """Requests to fit something on (a tuned lens) without touching the evaluated ones, when the suite
+        can make them; the images suite has only the user's requests and returns its first ones."""
+        return list(self.requests(range(min(count, len(self)))))
 
     def score(self, request: Request, answer: Answer) -> list[Claim]:
         raise NotImplementedError

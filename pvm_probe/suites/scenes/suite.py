@@ -8,9 +8,11 @@ its first word sits among the answer's words, its token the generated token hold
 
 from __future__ import annotations
 
+import copy
+
 from ..base import Answer, Claim, Request, Suite
 from ..world.scenes import EVAL_SEED_BASE
-from ..world.suite import _check_int
+from ..world.suite import CALIBRATION_SET, _check_int
 from .layout import make_shape_scene, render_shapes
 from .scoring import KINDS, score_description
 
@@ -44,6 +46,12 @@ class ScenesSuite(Suite):
         scene = make_shape_scene(seed)
         return Request(index, f"scene-{seed}", (render_shapes(scene, self.image_size),), PROMPT,
                        {"scene_seed": seed, "objects": scene.describe()})
+
+    def calibration(self, count: int) -> list[Request]:
+        """Held-out scenes of another set (seed + CALIBRATION_SET), never the evaluated ones."""
+        other = copy.copy(self)
+        other.scenes, other.seed = count, self.seed + CALIBRATION_SET
+        return list(other.requests())
 
     def max_new_tokens(self, request: Request) -> int:
         return self.budget

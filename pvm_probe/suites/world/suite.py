@@ -7,10 +7,14 @@ training), cell order drawn from (seed, i). The prompt asks for `length` filler 
 colour and shape are true of the cell it names; a step with no claim is missing (wrong, no token). A
 claim's quarter is where its step stands in the reference answer, so every scene's quarters cover the
 same steps. The claim's token is its colour word: the probes' row that chose the colour.
+
+`split="train"` draws scenes from the training range instead (seed TRAIN_SEED_BASE + 10,000 * seed + i,
+below 900,000): for tuning a setting (a remedy's strength) without looking at the held-out scenes.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 
 from ...errors import InputError
@@ -19,6 +23,8 @@ from .scenes import CELL_NAMES, EVAL_SEED_BASE, GRID, make_grid_scene, render_gr
 from .scoring import score_painting
 from .task import FILLERS, MAX_GAP, MAX_PASSES, N_ORDERS, PaintSpec, answer_length, vocabulary
 
+TRAIN_SEED_BASE = 800_000  # split="train": scenes of the training distribution (seeds < 900,000)
+CALIBRATION_SET = 500  # held-out scene set offset for calibration requests (a tuned lens)
 DEFAULT_FILLER = "said"  # decoy stretches: the text competes with the image
 DEFAULT_LONG, DEFAULT_SHORT = 3, 0  # said units per step: 257 / 65 answer tokens (trained: 0..4 units)
 
@@ -30,14 +36,19 @@ class WorldSuite(Suite):
     words = {"metric": "claims correct", "claims": "claims (cell, colour, shape)"}
 
     def __init__(self, scenes: int = 64, seed: int = 0, length: int = DEFAULT_LONG, filler: str = DEFAULT_FILLER,
-                 passes: int = 1):
+                 passes: int = 1, split: str = "held-out"):
         _check_int("scenes", scenes, 1)
         _check_int("seed", seed, 0)
+        if split not in ("held-out", "train"):
+            raise InputError(f"split must be 'held-out' or 'train', got {split!r}")
+        if split == "train" and TRAIN_SEED_BASE + 10_000 * seed + scenes > EVAL_SEED_BASE - 100_000:
+            raise InputError("the training split holds scene sets 0..9 of up to 10,000 scenes")
         _check_int("length", length, 0, MAX_GAP)
         _check_int("passes", passes, 1, MAX_PASSES)
         if filler not in FILLERS:
             raise InputError(f"filler must be one of {', '.join(FILLERS)}, got {filler!r}")
         self.scenes, self.seed, self.length, self.filler, self.passes = scenes, seed, length, filler, passes
+        self.split = split
 
     def __len__(self) -> int:
         return self.scenes
@@ -47,6 +58,8 @@ class WorldSuite(Suite):
         return PaintSpec(order=order, gap=self.length, filler=self.filler, passes=self.passes)
 
     def scene_seed(self, index: int) -> int:
+        if self.split == "train":
+            return TRAIN_SEED_BASE + 10_000 * self.seed + index
         return EVAL_SEED_BASE + 100_000 * self.seed + index
 
     def request(self, index: int) -> Request:
@@ -54,6 +67,12 @@ class WorldSuite(Suite):
         seed, spec = self.scene_seed(index), self.spec(index)
         meta = {"scene_seed": seed, "order": spec.order, "gap": spec.gap, "filler": spec.filler, "passes": spec.passes}
         return Request(index, f"scene-{seed}", (render_grid(make_grid_scene(seed)),), spec.prompt_text(), meta)
+
+    def calibration(self, count: int) -> list[Request]:
+        """Held-out scenes of another set (seed + CALIBRATION_SET), never the evaluated ones."""
+        other = copy.copy(self)
+        other.scenes, other.seed = count, self.seed + CALIBRATION_SET
+        return list(other.requests())
 
     def max_new_tokens(self, request: Request) -> int:
         return answer_length(self.spec(request.index)) + 8
@@ -63,7 +82,7 @@ class WorldSuite(Suite):
         return [_claim(record) for record in score_painting(scene, spec, answer.tokens)["claims"]]
 
     def settings(self) -> dict:
-        return {"suite": self.name, "scenes": self.scenes, "seed": self.seed, "length": self.length,
+        return {"suite": self.name, "split": self.split, "scenes": self.scenes, "seed": self.seed, "length": self.length,
                 "filler": self.filler, "passes": self.passes,
                 "answer_tokens": answer_length(PaintSpec(gap=self.length, filler=self.filler, passes=self.passes))}
 
