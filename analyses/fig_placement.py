@@ -1,114 +1,72 @@
 """The paper's insertion study on the default: PVM placed by Strided / Peak Attention / Max Decay (layers
 derived from the baseline's measured attention profile, `pvm_probe.placement`), and the raw-vs-processed
-visual input ablation, each trained with the shipped PVM's Stage I recipe (same layers count, data and
-budget), then the Blind Painter by quarter in the two settings of `fig_controls.py`, each adapter also with
-PVM reading another scene's image (the control that tells an image-borne gain from a text-side one).
+visual input ablation, each trained with the shipped PVM's Stage I recipe (`RECIPE`: the Makefile's
+STAGE1 as data), then the Blind Painter by quarter in the two settings of `fig_controls.py`, each adapter
+also with PVM reading another scene's image (the control that tells an image-borne gain from a text-side
+one) and with its gates off.
 
     python analyses/fig_placement.py [--smoke] [--scenes N] [--work DIR]
 writes figures/placement.json and figures/placement.{png,svg}. Strategies that land on the same layers
-are trained once and reported under each name.
+are trained once; a row that is exactly a shipped adapter's run (same recipe, layers, visual source)
+reuses it.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
-from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
-from figure_common import PAINT_SETTINGS, save_figure
-from tqdm.auto import tqdm
+from figure_common import PAINT_SETTINGS, paint_metrics, save_figure
 
-from pvm_probe.checkpoints import load_pvm, read_adapter_meta
-from pvm_probe.cli import main as cli
 from pvm_probe.io import atomic_write_json
-from pvm_probe.loading import load_base
-from pvm_probe.painter import paint_with_controls
-from pvm_probe.placement import all_placements, layer_scores, world_mass
+from pvm_probe.jobs import Job, open_job
+from pvm_probe.placement import all_placements, layer_scores, measure_mass
+from pvm_probe.plots.report import claims_by_quarter
+from pvm_probe.suites import WorldSuite
+from pvm_probe.train.config import AdapterSpec, DataSpec, StageIConfig, TrainJob
+from pvm_probe.train.run import train
+from pvm_probe.variants import adapter_name
 
-RECIPE_FROM = "pvm-stage1"  # every run repeats this adapter's Stage I command, with its own layers
-SHIPPED = ("pvm-stage1", "processed-control")  # reused when a row is exactly their run
-PLACE_ARGS = {"--out", "--layers", "--placement", "--visual-source"}
-
-
-def _training_args(adapter: str) -> list[str]:
-    """An adapter's train-pvm arguments (from its provenance), minus output, placement and visual source."""
-    words = shlex.split(read_adapter_meta(adapter)["provenance"]["command"])[2:]  # drop "pvm-probe train-pvm"
-    keep = []
-    while words:
-        word = words.pop(0)
-        if word in PLACE_ARGS:
-            words.pop(0)
-        else:
-            keep.append(word)
-    return keep
+# The shipped adapters' Stage I recipe (Makefile STAGE1); tests/test_train_cli.py checks the Makefile says so.
+RECIPE = TrainJob(out="", optim=StageIConfig(steps=3000, batch_size=8, lr=3e-3, warmup_steps=20, seed=0,
+                                               logging_steps=10, backbone_visual_dropout=0.5),
+                  adapter=AdapterSpec(alpha_init=1.0), data=DataSpec(fillers=("said",), loss_on="answer"))
+SMOKE = replace(RECIPE, optim=replace(RECIPE.optim, steps=2, batch_size=2, warmup_steps=0),
+                data=replace(RECIPE.data, examples=16))
+SHIPPED = {((1, 2), "embeddings"): "pvm-stage1", ((1, 2), "hidden:0"): "processed-control"}
 
 
-def recipe(smoke: bool) -> list[str]:
-    return _training_args(RECIPE_FROM) + (["--steps", "2", "--examples", "16", "--batch-size", "2"] if smoke else [])
-
-
-def shipped_twin(layers: tuple[int, ...], source: str) -> str | None:
-    """The shipped adapter trained by exactly this row's command (same recipe, layers, visual source)."""
-    for name in SHIPPED:
-        meta = read_adapter_meta(name)
-        if (tuple(meta["pvm"]["layers"]) == tuple(layers) and meta["pvm"]["visual_source"] == source
-                and _training_args(name) == recipe(smoke=False)):
-            return name
-    return None
-
-
-def runs(placements: dict[str, tuple[int, ...]]) -> dict[str, tuple[tuple[int, ...], str]]:
+def rows(placements: dict[str, tuple[int, ...]]) -> dict[str, tuple[tuple[int, ...], str]]:
     """Row name -> (layers, visual source)."""
-    rows = {f"{name} {list(v)}": (v, "embeddings") for name, v in placements.items()}
-    rows[f"strided {list(placements['strided'])}, processed (hidden:0)"] = (placements["strided"], "hidden:0")
-    return rows
-
-
-def train(layers: tuple[int, ...], source: str, work: Path, smoke: bool) -> Path | str:
-    """The adapter for one row: the shipped one when it is exactly this run, else trained here (once)."""
-    twin = None if smoke else shipped_twin(layers, source)
-    if twin:
-        return twin
-    out = work / f"layers{'_'.join(map(str, layers))}-{source.replace(':', '')}"
-    if not (out / "pvm_model.safetensors").is_file():
-        extra = ["--layers", ",".join(map(str, layers)), "--visual-source", source]
-        if cli(["train-pvm", "--out", str(out), *recipe(smoke), *extra]):
-            raise RuntimeError(f"training PVM in layers {list(layers)} ({source}) failed")
+    out = {f"{name} {list(v)}": (v, "embeddings") for name, v in placements.items()}
+    out[f"strided {list(placements['strided'])}, processed (hidden:0)"] = (placements["strided"], "hidden:0")
     return out
 
 
-def paint_all(model, processor, adapters: dict, scenes: int) -> dict:
-    table = {}
-    for setting, length in PAINT_SETTINGS.items():
-        for name, adapter in tqdm(adapters.items(), desc=setting):
-            with load_pvm(model, adapter) if adapter else nullcontext() as handle:
-                row = {k: v for k, v in paint_with_controls(model, processor, handle, scenes=scenes,
-                                                            length=length).items()
-                       if k in ("accuracy", "accuracy_by_quartile")}
-                if handle:  # the image control: PVM reads another scene's image
-                    row["accuracy_by_quartile_swapped"] = paint_with_controls(
-                        model, processor, handle, scenes=scenes, length=length, swap_pvm_image=True)["accuracy_by_quartile"]
-            table.setdefault(setting, {})[name] = row
+def adapter_for(layers: tuple[int, ...], source: str, work: Path, smoke: bool) -> str:
+    """The shipped adapter that is exactly this run, or one trained here (once) with the recipe."""
+    if not smoke and (layers, source) in SHIPPED:
+        return SHIPPED[layers, source]
+    out = work / f"layers{'_'.join(map(str, layers))}-{source.replace(':', '')}"
+    if not (out / "pvm_model.safetensors").is_file():
+        recipe = SMOKE if smoke else RECIPE
+        train(replace(recipe, out=str(out), adapter=replace(recipe.adapter, layers=layers, visual_source=source)))
+    return str(out)
+
+
+def by_row(metrics: dict, adapters: dict[str, str]) -> dict:
+    """The study's rows (strategies that land on the same layers share an adapter), each with its controls."""
+    def summary(m: dict) -> dict:
+        return {"accuracy": m["primary"], "accuracy_by_quartile": m["primary_by_quarter"]}
+
+    table = {"baseline": summary(metrics["variants"]["baseline"])}
+    for row, adapter in adapters.items():
+        for variant, m in metrics["variants"].items():
+            root, _, control = variant.partition(" | ")
+            if root == adapter_name(adapter):
+                table[row + (f" | {control}" if control else "")] = summary(m)
     return table
-
-
-def plot(table: dict, placements: dict):
-    fig, axes = plt.subplots(1, len(table), figsize=(12, 3.8), sharey=True)
-    for ax, (setting, rows) in zip(axes, table.items(), strict=True):
-        width = 0.8 / len(rows)
-        for i, (name, r) in enumerate(rows.items()):
-            ax.bar(np.arange(4) + (i - (len(rows) - 1) / 2) * width, [100 * q for q in r["accuracy_by_quartile"]],
-                   width, label=name)
-        ax.set_xticks(range(4), ["Q1", "Q2", "Q3", "Q4"])
-        ax.set_title(setting, fontsize=9)
-    axes[0].set_ylabel("claims correct (%)")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle("Where to put PVM: " + ", ".join(f"{k} {list(v)}" for k, v in placements.items()), fontsize=9)
-    fig.tight_layout()
-    return fig
 
 
 def main(argv=None) -> dict:
@@ -119,25 +77,31 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="figures")
     parser.add_argument("--work", default="out/placement", help="where the trained adapters go")
     args = parser.parse_args(argv)
-    scenes = 4 if args.smoke else args.scenes
+    args.scenes = 2 if args.smoke else args.scenes
     work = Path(args.out) / "adapters" if args.smoke else Path(args.work)
-    model, processor = load_base()
-    mass = world_mass(model, processor, 4 if args.smoke else 16)  # [L, T]
+    model, processor, _, _ = open_job(Job(adapters=[]))
+    mass = measure_mass(model, processor, WorldSuite(scenes=2 if args.smoke else 16, seed=2))  # [L, T]
     placements = all_placements(mass, args.blocks)
-    adapters = {"baseline": None} | {name: train(layers, source, work, args.smoke)
-                                      for name, (layers, source) in runs(placements).items()}
-    table = paint_all(model, processor, adapters, scenes)
+    adapters = {name: adapter_for(layers, source, work, args.smoke) for name, (layers, source) in
+                rows(placements).items()}
+    table = {}
+    for setting, length in PAINT_SETTINGS.items():
+        metrics = paint_metrics(args, list(dict.fromkeys(adapters.values())), length,
+                                name=f"placement-{setting.split()[0]}")
+        table[setting] = by_row(metrics, adapters)
+        fig = claims_by_quarter(metrics)
+        fig.suptitle(f"Where to put PVM ({setting}): " + ", ".join(f"{k} {list(v)}" for k, v in placements.items()),
+                     fontsize=9)
+        save_figure(fig, args.out, "placement" if length is None else "placement_short")
     result = {"placements": {k: list(v) for k, v in placements.items()}, "profile": layer_scores(mass),
-              "recipe": recipe(args.smoke), "adapters": {k: str(v) for k, v in adapters.items()}, "scenes": scenes,
+              "recipe": (SMOKE if args.smoke else RECIPE).to_dict(), "adapters": adapters, "scenes": args.scenes,
               "table": table}
     atomic_write_json(Path(args.out) / "placement.json", result)
-    for setting, rows in table.items():
+    for setting, variants in table.items():
         print(f"\n{setting}")
-        for name, r in rows.items():
+        for name, r in variants.items():
             quarters = " ".join(f"{100 * q:5.1f}" for q in r["accuracy_by_quartile"])
-            swapped = " ".join(f"{100 * q:5.1f}" for q in r.get("accuracy_by_quartile_swapped", []))
-            print(f"  {name:40s} {100 * r['accuracy']:5.1f}   Q1-Q4 {quarters}" + (f"   swapped {swapped}" if swapped else ""))
-    save_figure(plot(table, placements), args.out, "placement")
+            print(f"  {name:42s} {100 * r['accuracy']:5.1f}   Q1-Q4 {quarters}")
     return result
 
 

@@ -87,11 +87,10 @@ def test_placement_command_on_a_local_checkpoint(tmp_path, capsys):
 def test_train_pvm_places_blocks_by_the_measured_profile(tmp_path):
     from pvm_probe.checkpoints import read_adapter_meta
     from pvm_probe.cli import main
-    from pvm_probe.loading import load_base
-    from pvm_probe.placement import world_mass
+    from pvm_probe.suites import WorldSuite
 
     model, processor = load_base()
-    expected = peak_attention(world_mass(model, processor), 1)
+    expected = peak_attention(measure_mass(model, processor, WorldSuite(scenes=8)), 1)
     common = ["--steps", "1", "--examples", "2", "--batch-size", "2", "--blocks", "1", "--warmup", "0"]
     assert main(["train-pvm", "--out", str(tmp_path / "peak"), "--placement", "peak", "--alpha-init", "0.5", *common]) == 0
     meta = read_adapter_meta(tmp_path / "peak")["pvm"]
