@@ -8,7 +8,7 @@ STAGE1  := --steps 3000 --batch-size 8 --lr 3e-3 --warmup 20 --seed 0 --log-ever
            --loss-on answer --backbone-visual-dropout 0.5 --alpha-init 1
 PYTEST_ARGS ?=
 
-.PHONY: install report report-check test lint bench figures adapters baseline clean
+.PHONY: install report report-check test lint bench figures notebooks adapters baseline clean
 
 install: $(STAMP)
 
@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 report: $(STAMP)
 	$(CLI) report --out $(OUT)
 
-# Opens the report in headless Chromium (Debian's `chromium`); not part of CI.
+# Opens the report in headless Chromium (Debian's `chromium`): JavaScript errors, figures, the explorer,
+# the headline against metrics.json; writes $(OUT)/screenshot.png. CI runs the same check as a test.
 report-check: report
-	$(PY) analyses/check_report.py $(OUT)/report.html --screenshot $(OUT)/screenshot.png
+	$(PY) -m pvm_probe.report.browser $(OUT)/report.html
 
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q --nbmake notebooks tests $(PYTEST_ARGS)
@@ -37,9 +38,15 @@ bench: $(STAMP)
 	$(PY) analyses/bench_overhead.py
 	$(PY) analyses/bench_probes.py
 	$(PY) analyses/bench_train.py
+	$(PY) analyses/bench_fit.py
+	$(PY) analyses/bench_arms.py
 
 figures: $(STAMP)
 	for f in analyses/fig_*.py; do $(PY) $$f || exit 1; done
+
+# Re-executes the notebooks in place, so the committed copies keep their outputs (small inline PNGs).
+notebooks: $(STAMP)
+	OMP_NUM_THREADS=1 .venv/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb
 
 # The shipped adapters, as they were trained (CPU, 1 thread each); see each train_log.json.
 adapters: $(STAMP)

@@ -12,7 +12,7 @@ _API = {
     "PVMHandle": "inject", "attach_pvm": "inject", "freeze_backbone": "inject", "load_pvm": "inject",
     "read_adapter_meta": "checkpoints", "save_adapter": "checkpoints", "count_pvm_params": "memory",
     "load_base": "loading",
-    "Job": "jobs", "ModelSpec": "jobs", "SuiteSpec": "jobs", "report": "jobs", "paint": "jobs", "probe": "jobs",
+    "Job": "jobs", "ModelSpec": "jobs", "SuiteSpec": "jobs",
     "RunConfig": "runner",
 }
 

@@ -14,7 +14,6 @@ are offered only to the base they were trained on.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -201,19 +200,15 @@ def tuned_lens_for(model, processor, suite, directory: Path, batch_size: int = 8
     return lens
 
 
-def _metrics(records: list[dict], directory) -> dict:
-    from .report.metrics import build_metrics
-
-    run_description = json.loads((Path(directory) / RUN).read_text())
-    suite = SUITES[run_description["suite"]["suite"]]
-    return build_metrics(run_description, records, list(suite.claim_kinds), suite.higher_is_better)
-
-
 def _records_job(job: Job, records_dir) -> dict:
+    from .report.build import metrics_of
+
     if records_dir is not None:
-        return _metrics(run_job(job, records_dir), records_dir)
+        run_job(job, records_dir)
+        return metrics_of(records_dir)[0]
     with tempfile.TemporaryDirectory(prefix="pvm_probe_records_") as tmp:
-        return _metrics(run_job(job, tmp), tmp)
+        run_job(job, tmp)
+        return metrics_of(tmp)[0]
 
 
 def paint(job: Job, records_dir=None) -> dict:

@@ -114,6 +114,21 @@ def chat_inputs(processor, requests: list[Request], device) -> dict:
     return dict(inputs.to(device))
 
 
+def forced_inputs(processor, requests: list[Request], answers: list[list[int]], device) -> dict:
+    """Teacher forcing: each request's chat inputs with a given answer (token ids) appended, right-padded to
+    the longest (padding masked). Position P - 1 + t of the logits predicts answer token t (P = prompt width)."""
+    inputs = chat_inputs(processor, requests, device)
+    width = max(map(len, answers))
+    pad = processor.tokenizer.pad_token_id or 0
+    ids = torch.tensor([a + [pad] * (width - len(a)) for a in answers], device=device)  # [B, A]
+    mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers], device=device)  # [B, A]
+    out = {**inputs, "input_ids": torch.cat([inputs["input_ids"], ids], 1),
+           "attention_mask": torch.cat([inputs["attention_mask"], mask], 1)}
+    if "mm_token_type_ids" in inputs:
+        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ids)], 1)
+    return out
+
+
 @torch.no_grad()
 def run_batch(model, processor, suite, variant, handle, requests: list[Request], config: RunConfig,
               lens=None) -> list[dict]:

@@ -387,7 +387,7 @@ def test_every_hook_and_setting_comes_off(arch, name, fail):
     (lambda m: PAI(m, layers=[1, 4]), "layer index 4 out of range"),
     (lambda m: MemVR(m, ratio=-0.5), "MemVR ratio must be >= 0"),
     (lambda m: MemVR(m, start_layer=0, end_layer=4), "end_layer"),
-    (lambda m: MemVR(m), "start_layer"),  # the paper's 5..16 on a 4-layer model
+    (lambda m: MemVR(m, start_layer=5, end_layer=16), "start_layer"),  # the paper's 5..16 on a 4-layer model
 ])
 def test_bad_settings_are_one_line_errors(make, message):
     model = tiny_model("qwen3_vl")

@@ -11,7 +11,6 @@ from pvm_probe.probes import (
     HorizonResult,
     PVMRetrieval,
     RetrievalResult,
-    ablate_gates,
     nnsight_ablated_logits,
     patch_grid,
 )
@@ -73,7 +72,7 @@ def test_gate_ablation_handle_and_nnsight_equal_the_model_without_pvm():
         with torch.no_grad():
             with_pvm = model(**batch).logits
             assert (with_pvm - reference).abs().max() > 1e-3  # the open gates really change the output
-            with ablate_gates(handle):
+            with handle.gates_off():
                 via_handle = model(**batch).logits
         via_nnsight = nnsight_ablated_logits(handle, batch)
         torch.testing.assert_close(via_handle, reference, atol=1e-6, rtol=0)
@@ -81,9 +80,50 @@ def test_gate_ablation_handle_and_nnsight_equal_the_model_without_pvm():
         torch.testing.assert_close(via_nnsight, via_handle, atol=1e-6, rtol=0)
         assert all(b.alpha.item() != 0 for b in handle.blocks.values())  # gates restored
         with torch.no_grad():  # one layer only: handle and nnsight still agree, and differ from no-PVM
-            with ablate_gates(handle, [1]):
+            with handle.gates_off([1]):
                 one = model(**batch).logits
         torch.testing.assert_close(nnsight_ablated_logits(handle, batch, [1]), one, atol=1e-6, rtol=0)
         assert (one - reference).abs().max() > 1e-3
     finally:
         handle.remove()
+
+
+def test_patching_a_block_with_zeros_is_the_model_without_pvm_and_its_own_output_changes_nothing():
+    from pvm_probe.probes import patched_logits, pvm_outputs
+
+    model = tiny_model("qwen3_vl")
+    batch = fake_request(model, [Image(4, 4), Image(4, 4)])
+    with torch.no_grad():
+        reference = model(**batch).logits  # no PVM at all
+    handle = attach_pvm(model, small_config())
+    try:
+        open_gates(handle)
+        clean, logits = pvm_outputs(handle, batch)
+        torch.testing.assert_close(patched_logits(handle, batch, 1, clean[1]), logits, atol=1e-6, rtol=0)
+        both = patched_logits(handle, batch, 1, torch.zeros_like(clean[1]))
+        with handle.gates_off([1]), torch.no_grad():
+            torch.testing.assert_close(both, model(**batch).logits, atol=1e-6, rtol=0)
+        with handle.gates_off(), torch.no_grad():
+            torch.testing.assert_close(model(**batch).logits, reference, atol=1e-6, rtol=0)
+    finally:
+        handle.remove()
+
+
+def test_zeroing_the_image_at_a_layer_equals_a_hand_written_hook():
+    from pvm_probe.probes import image_zeroed_logits
+    from pvm_probe.zoo import IMAGE_TOKEN
+
+    model = tiny_model("llava")
+    batch = fake_request(model, [Image(4, 4), Image(4, 4)])
+    image = batch["input_ids"] == IMAGE_TOKEN
+
+    def zero(module, args, kwargs):
+        return (args[0] * (~image)[..., None],) + args[1:], kwargs
+
+    hook = model.model.language_model.layers[2].register_forward_pre_hook(zero, with_kwargs=True)
+    with torch.no_grad():
+        expected = model(**batch).logits
+    hook.remove()
+    torch.testing.assert_close(image_zeroed_logits(model, batch, 2), expected, atol=1e-6, rtol=0)
+    with torch.no_grad():
+        assert (model(**batch).logits - expected).abs().max() > 1e-4  # zeroing the image changes the answer

@@ -14,7 +14,9 @@ Official code: 1zhou-Wang/MemVR. `memvr.py` (LLaVA: `forward` of the LLaMA model
   phi = SiLU in the Qwen-VL and GLM-4V files (the paper's key-value memory); the LLaVA file applies
   no activation (`activation=None` reproduces it).
 Defaults, from the README and the LLaVA scripts: ratio 0.12 (`eval_scripts/llava/mme.sh`; CHAIR uses
-0.31, Qwen-VL 0.28-0.29 with start 9), threshold 0.75, start_layer 5, end_layer 16.
+0.31, Qwen-VL 0.28-0.29 with start 9), threshold 0.75, start_layer 5, end_layer 16 of LLaVA's 32 layers.
+Given as None, the layer window keeps that share of depth on any model: start = floor(5 L / 32), end =
+max(start + 2, round(16 L / 32)) (36 layers: 5 and 18; the tiny 4-layer default: 0 and 2).
 
 Per row here (the official code sums the entropy over the batch): each row triggers on its own
 entropy, only rows with an image retrace, and the means are over that row's non-padding positions.
@@ -69,18 +71,27 @@ def _mean_abs(t: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (t.abs() * real[..., None]).sum((1, 2)) / (real.sum(1).clamp_min(1) * t.shape[-1])
 
 
+def layer_window(num_layers: int) -> tuple[int, int]:
+    """The paper's layer window (5, 16 of 32) at the same share of depth of any model."""
+    start = 5 * num_layers // 32
+    return start, min(num_layers - 1, max(start + 2, round(16 * num_layers / 32)))
+
+
 class MemVR(Intervention):
-    """`with MemVR(model, ratio=0.12, threshold=0.75, start_layer=5, end_layer=16): model.generate(...)`."""
+    """`with MemVR(model, ratio=0.12, threshold=0.75): model.generate(...)` (layer window scaled to depth)."""
 
     name = "MemVR"
 
-    def __init__(self, model: nn.Module, ratio: float = 0.12, threshold: float = 0.75, start_layer: int = 5,
-                 end_layer: int = 16, activation: str | None = "silu"):
+    def __init__(self, model: nn.Module, ratio: float = 0.12, threshold: float = 0.75, start_layer: int | None = None,
+                 end_layer: int | None = None, activation: str | None = "silu"):
         super().__init__(model)
         self.ratio = check_strength("MemVR ratio", ratio)
         if self.ratio > 1:
             raise InputError(f"MemVR ratio must be <= 1, got {ratio}")
         n = len(decoder_layers(model))
+        default_start, default_end = layer_window(n)
+        start_layer = default_start if start_layer is None else start_layer
+        end_layer = default_end if end_layer is None else end_layer
         if not 0 <= start_layer < end_layer <= n - 1:
             raise InputError(f"MemVR needs 0 <= start_layer < end_layer <= {n - 1} (it retraces in layer "
                              f"l + 1 for start_layer < l < end_layer), got {start_layer}, {end_layer}")

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..probes.dilution import hyperbola  # noqa: E402
+from ..probes.dilution import hyperbola
 
 QUARTERS = ["Q1", "Q2", "Q3", "Q4"]
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -278,5 +275,21 @@ def training_curves(logs: dict[str, list[dict]], key: str = "loss"):
     ax.set_ylabel(key)
     ax.set_yscale("log")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def by_quarter(table: dict[str, list], ylabel: str, title: str = ""):
+    """One line per row of `table` (name -> 4 values, fractions), by quarter of the answer, in percent."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    for i, (name, values) in enumerate(table.items()):
+        ax.plot(range(4), 100 * _values(values), marker="os^vD<>p"[i % 8], lw=1.2, label=name,
+                color=_PALETTE[i % len(_PALETTE)] if i else "black")
+    ax.set_xticks(range(4), QUARTERS)
+    ax.set_xlabel("quarter of the answer")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-3, 103)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig

@@ -1,7 +1,14 @@
 """Probes: context managers that record what a (PVM-equipped) VLM does during `generate`."""
 
 from ._base import SEGMENTS, Probe
-from .ablation import ablate_gates, nnsight_ablated_logits
+from .ablation import (
+    image_zeroed_logits,
+    nnsight_ablated_logits,
+    patched_logits,
+    patching_study,
+    pvm_outputs,
+    zeroing_study,
+)
 from .attention_mass import AttentionMassResult, VisualAttentionMass, segment_shares
 from .dilution import DilutionFit, DilutionReport, dilution_report, find_break, fit_dilution, hyperbola
 from .gates import HorizonCheck, HorizonResult, PVMRetrieval, RetrievalResult, patch_grid, pvm_log_normaliser
@@ -24,16 +31,20 @@ __all__ = [
     "RetrievalResult",
     "TunedLens",
     "TunedLensConfig",
-    "ablate_gates",
     "VisualAttentionMass",
     "dilution_report",
     "find_break",
     "fit_dilution",
     "hyperbola",
+    "image_zeroed_logits",
     "lens_metrics",
     "nnsight_ablated_logits",
+    "patched_logits",
+    "patching_study",
     "patch_grid",
     "pvm_log_normaliser",
+    "pvm_outputs",
     "record_generations",
     "segment_shares",
+    "zeroing_study",
 ]

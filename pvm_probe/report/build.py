@@ -39,8 +39,8 @@ def _adapter_files(run: dict) -> tuple[dict, dict]:
     return metas, logs
 
 
-def build_report(directory) -> Path:
-    """Write metrics.json, the figures and report.html into a run directory; returns report.html."""
+def metrics_of(directory) -> tuple[dict, list[dict], dict]:
+    """(metrics, records, training logs) of a run directory (its run.json and records.jsonl)."""
     directory = Path(directory)
     run = json.loads((directory / RUN).read_text())
     records = read_records(directory / RECORDS)
@@ -48,7 +48,13 @@ def build_report(directory) -> Path:
         raise InputError(f"{directory / RECORDS} holds no records: nothing to report")
     suite = SUITES[run["suite"]["suite"]]
     metas, logs = _adapter_files(run)
-    metrics = build_metrics(run, records, list(suite.claim_kinds), suite.higher_is_better, metas)
+    return build_metrics(run, records, list(suite.claim_kinds), suite.higher_is_better, metas), records, logs
+
+
+def build_report(directory) -> Path:
+    """Write metrics.json, the figures and report.html into a run directory; returns report.html."""
+    directory = Path(directory)
+    metrics, records, logs = metrics_of(directory)
     figures = report_figures(metrics, records, logs)
     for name, (fig, _) in figures.items():
         for ext in ("png", "svg"):

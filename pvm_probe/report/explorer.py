@@ -33,6 +33,25 @@ def explorer_answers(records: list[dict]) -> list[dict]:
     return answers
 
 
+def answer_html(record: dict) -> str:
+    """One answer as static HTML: each token shaded by the backbone's image share (mean over layers, when the
+    probes ran), claims underlined green (correct) or red (wrong), the claim's text on hover."""
+    import html
+
+    mass = record.get("mass", {}).get("image")
+    shade = [sum(v or 0 for v in col) / len(col) for col in zip(*mass, strict=True)] if mass else []
+    top = max(shade, default=0) or 1.0
+    claims = {c["token"]: c for c in record["claims"] if c["token"] is not None}
+    spans = []
+    for t, piece in enumerate(record["pieces"]):
+        style = f"background:rgba(31,119,180,{0.75 * shade[t] / top:.3f});" if shade else ""
+        if t in claims:
+            style += f"border-bottom:3px solid {'#2ca02c' if claims[t]['correct'] else '#d62728'};"
+        title = html.escape(claims[t]["text"], quote=True) if t in claims else ""
+        spans.append(f'<span style="{style}" title="{title}">{html.escape(piece)}</span>')
+    return f'<div style="font-family:monospace;line-height:1.9;white-space:pre-wrap">{"".join(spans)}</div>'
+
+
 def explorer_html(records: list[dict]) -> str:
     """The explorer section (empty string if no record was explored)."""
     answers = explorer_answers(records)

@@ -77,7 +77,7 @@ def _image(uri: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
 
 
-def _overlay(metrics: dict, records: list[dict]):
+def retrieval_figure(records: list[dict]):
     """PVM's retrieval at the last claim of the first explored answer of a PVM variant, per block, beside the
     backbone's own attention on the image at that token (its last explorer layer)."""
     for record in records:
@@ -105,7 +105,7 @@ def report_figures(metrics: dict, records: list[dict], logs: dict) -> dict:
                    "accuracy_vs_mass": lambda: plots.accuracy_vs_mass(metrics),
                    "logit_lens": lambda: plots.logit_lens(metrics)}
     if any("pvm" in m for m in variants):
-        makers |= {"pvm_gates": lambda: plots.pvm_gates(metrics), "retrieval_overlay": lambda: _overlay(metrics, records)}
+        makers |= {"pvm_gates": lambda: plots.pvm_gates(metrics), "retrieval_overlay": lambda: retrieval_figure(records)}
     if any(m["kind"] in plots.ARMS for m in variants):
         makers["remedies"] = lambda: plots.remedies(metrics)
     if logs:

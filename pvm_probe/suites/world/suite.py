@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import dataclass
+
+import torch
 
 from ...errors import InputError
-from ..base import Answer, Claim, Request, Suite
+from ..base import Answer, Claim, Request, Suite, quarter_of
 from .scenes import CELL_NAMES, EVAL_SEED_BASE, GRID, make_grid_scene, render_grid
-from .scoring import score_painting
-from .task import FILLERS, MAX_GAP, MAX_PASSES, N_ORDERS, PaintSpec, answer_length, vocabulary
+from .scoring import parse_claims, score_painting
+from .task import FILLERS, MAX_GAP, MAX_PASSES, N_ORDERS, PaintSpec, answer_length, answer_tokens, vocabulary
 
 TRAIN_SEED_BASE = 800_000  # split="train": scenes of the training distribution (seeds < 900,000)
 CALIBRATION_SET = 500  # held-out scene set offset for calibration requests (a tuned lens)
@@ -96,6 +99,43 @@ class WorldSuite(Suite):
             raise InputError(f"the painter world needs its own vocabulary, and this base's tokenizer lacks "
                              f"{len(unknown)} of its {len(words)} words (e.g. {unknown[0]!r}): use --suite scenes "
                              "or --suite images for this base")
+
+
+@dataclass
+class ForcedClaims:
+    """Teacher-forced reference answers of some requests: one forward scores every claim token at once.
+
+    inputs: prompt + reference answer (`runner.forced_inputs`); logits row P - 1 + t predicts answer token t.
+    target [B, A] the answer's ids; claim [B, A] True at the colour and shape tokens; quarter [B, A] 0..3."""
+
+    inputs: dict
+    prompt: int
+    target: torch.Tensor
+    claim: torch.Tensor
+    quarter: torch.Tensor
+
+    def correct_by_quarter(self, logits: torch.Tensor) -> list[float]:
+        """Share of claim tokens the model predicts right, per quarter of the answer, from logits [B, S, V]."""
+        A = self.target.shape[1]
+        right = logits[:, self.prompt - 1:self.prompt - 1 + A].argmax(-1) == self.target  # [B, A]
+        return [float(right[self.claim & (self.quarter == q)].float().mean()) for q in range(4)]
+
+
+def forced_claims(suite: WorldSuite, processor, indices, device="cpu") -> ForcedClaims:
+    """Reference answers of `indices` with their claim tokens: the colour and shape after each step's cell
+    (not the decoys' colours and shapes, which follow from the text)."""
+    from ...runner import forced_inputs
+
+    requests = [suite.request(i) for i in indices]
+    answers = [answer_tokens(make_grid_scene(r.meta["scene_seed"]), suite.spec(r.index)) for r in requests]
+    ids = [processor.tokenizer.convert_tokens_to_ids(a) for a in answers]
+    inputs = forced_inputs(processor, requests, ids, device)
+    claim = torch.zeros(len(answers), len(answers[0]), dtype=torch.bool)  # [B, A]
+    for b, (a, r) in enumerate(zip(answers, requests, strict=True)):
+        for slot, *_ in parse_claims(a, suite.spec(r.index).steps()):  # the colour; the shape follows it
+            claim[b, slot:slot + 2] = True
+    quarter = torch.tensor([[quarter_of(t, len(a)) for t in range(len(a))] for a in answers])
+    return ForcedClaims(inputs, inputs["input_ids"].shape[1] - len(ids[0]), torch.tensor(ids), claim, quarter)
 
 
 def cell_box(cell: str) -> list[float]:

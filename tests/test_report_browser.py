@@ -1,0 +1,48 @@
+"""The default report in a real browser (Debian's chromium, headless, over the DevTools protocol): no
+JavaScript errors, every figure and canvas drawn, a click on a token redraws the explorer's heat map, the
+headline on the page equals metrics.json, and a screenshot lands beside the report.
+
+.ci/run installs chromium and sets PVM_PROBE_REQUIRE_BROWSER=1, so there the test cannot skip."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from pvm_probe.cli import main
+from pvm_probe.report.browser import check_report, headline_text
+
+REQUIRED = os.environ.get("PVM_PROBE_REQUIRE_BROWSER") == "1"
+
+
+@pytest.fixture(scope="module")
+def default_report(tmp_path_factory):
+    if shutil.which("chromium") is None and not REQUIRED:
+        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    out = tmp_path_factory.mktemp("default") / "report"
+    assert main(["report", "--out", str(out)]) == 0  # the README's main job, default settings
+    return out
+
+
+def test_the_default_report_works_in_a_real_browser(default_report):
+    problems = check_report(default_report / "report.html", default_report / "screenshot.png")
+    assert problems == []
+    assert (default_report / "screenshot.png").stat().st_size > 50_000
+    metrics = json.loads((default_report / "metrics.json").read_text())
+    assert set(headline_text(metrics)) == set(metrics["variants"])  # every variant has a headline row
+    assert (default_report / "report.html").stat().st_size < 10_000_000
+
+
+def test_the_check_catches_a_broken_page(default_report, tmp_path):
+    """The same check on a page whose script throws and whose headline lies must report both."""
+    broken = tmp_path / "report"
+    shutil.copytree(default_report, broken)
+    page = (broken / "report.html").read_text()
+    first = next(iter(json.loads((broken / "metrics.json").read_text())["headline"]["variants"]))
+    page = page.replace(f'<tr data-variant="{first}"><td>{first}</td><td class="num" data-key="q1">',
+                        f'<tr data-variant="{first}"><td>{first}</td><td class="num" data-key="q1">9', 1)
+    (broken / "report.html").write_text(page.replace("</body>", "<script>undefinedFunction()</script></body>"))
+    problems = check_report(broken / "report.html")
+    assert any("JavaScript exception" in p for p in problems)
+    assert any("headline differs" in p for p in problems)
