@@ -18,7 +18,7 @@ from pvm_probe.loading import load_base
 from pvm_probe.records import RECORDS, read_records
 from pvm_probe.runner import RunConfig, chat_inputs, run, visual_cells
 from pvm_probe.suites import ImagesSuite, ScenesSuite
-from pvm_probe.variants import BASELINE, plan
+from pvm_probe.variants import BASELINE, Variant, plan
 from pvm_probe.zoo import ARCHS
 
 
