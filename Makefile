@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(CLI) report --out $(OUT)
+	OMP_NUM_THREADS=1 $(CLI) report --out $(OUT)
 
 # Opens the report in headless Chromium (Debian's `chromium`): JavaScript errors, figures, the explorer,
 # the headline against metrics.json; writes $(OUT)/screenshot.png. CI runs the same check as a test.

@@ -85,7 +85,7 @@ class Baseline:
 
 def main(argv=None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default="figures/bench_fit.json")
+    parser.add_argument("--json", help="default: figures/bench_fit.json (a --smoke run: out/bench/)")
     parser.add_argument("--layers", type=int, default=36)
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
@@ -93,6 +93,7 @@ def main(argv=None) -> float:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="4 layers x 128 tokens, one repeat")
     args = parser.parse_args(argv)
+    args.json = args.json or ("out/bench" if args.smoke else "figures") + "/bench_fit.json"
     if args.smoke:
         args.layers, args.tokens, args.repeats = 4, 128, 1
     curves, breaks = make_curves(args.layers, args.tokens, args.seed)  # [L, T], [L]

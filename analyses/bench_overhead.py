@@ -135,8 +135,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="short run: 200 visual / 400 KV, few steps")
-    parser.add_argument("--json", default="figures/bench_overhead.json")
+    parser.add_argument("--json", help="default: figures/bench_overhead.json (a --smoke run: out/bench/)")
     args = parser.parse_args(argv)
+    args.json = args.json or ("out/bench" if args.smoke else "figures") + "/bench_overhead.json"
     if args.smoke:
         args.visual, args.kv, args.steps, args.rounds = 200, 400, 3, 1
     result = run(args)

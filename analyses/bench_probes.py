@@ -82,12 +82,13 @@ def measure(mode: str, new_tokens: int, repeats: int) -> dict:
 
 def main(argv=None) -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default="figures/bench_probes.json")
+    parser.add_argument("--json", help="default: figures/bench_probes.json (a --smoke run: out/bench/)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="two short lengths, one repeat")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.json = args.json or ("out/bench" if args.smoke else "figures") + "/bench_probes.json"
     if args.child:
         print(json.dumps(run_child(args.child[0], int(args.child[1]), args.repeats)))
         return 0.0

@@ -74,9 +74,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--base", default=None, help="base model dir (default: shipped baseline)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--json", default="figures/bench_train.json")
+    parser.add_argument("--json", help="default: figures/bench_train.json (a --smoke run: out/bench/)")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.json = args.json or ("out/bench" if args.smoke else "figures") + "/bench_train.json"
     if args.smoke:
         args.steps, args.warmup, args.batch_size = 3, 1, 4
     if args.child:

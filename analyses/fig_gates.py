@@ -14,7 +14,7 @@ from figure_common import probe_metrics, save_figure, script_arguments
 from pvm_probe.io import atomic_write_json
 from pvm_probe.plots.report import pvm_gates
 from pvm_probe.records import RECORDS, read_records
-from pvm_probe.report.figures import report_figures
+from pvm_probe.report import retrieval_figure
 
 
 def main(argv=None) -> dict:
@@ -22,8 +22,7 @@ def main(argv=None) -> dict:
     metrics = probe_metrics(args, ["pvm-stage2"], name="gates")
     records = read_records(Path(args.out) / "records" / f"gates-{args.scenes}" / RECORDS)
     save_figure(pvm_gates(metrics), args.out, "gates")
-    overlay, _ = report_figures(metrics, records, {})["retrieval_overlay"]
-    save_figure(overlay, args.out, "retrieval_overlay")
+    save_figure(retrieval_figure(records), args.out, "retrieval_overlay")
     summary = {n: m["pvm"] for n, m in metrics["variants"].items() if "pvm" in m}
     atomic_write_json(f"{args.out}/gates.json", summary)
     for name, pvm in summary.items():

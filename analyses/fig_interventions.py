@@ -26,8 +26,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--scenes", type=int, default=16)
     parser.add_argument("--adapter", default="pvm-stage1")
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default="figures")
+    parser.add_argument("--out", help="default: figures/ (a --smoke run: out/smoke/)")
     args = parser.parse_args(argv)
+    args.out = args.out or ("out/smoke" if args.smoke else "figures")
     scenes = 2 if args.smoke else args.scenes
     model, processor = load_base()
     handle = load_pvm(model, args.adapter)

@@ -74,9 +74,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--scenes", type=int, default=64)
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", default="figures")
+    parser.add_argument("--out", help="default: figures/ (a --smoke run: out/smoke/)")
     parser.add_argument("--work", default="out/placement", help="where the trained adapters go")
     args = parser.parse_args(argv)
+    args.out = args.out or ("out/smoke" if args.smoke else "figures")
     args.scenes = 2 if args.smoke else args.scenes
     work = Path(args.out) / "adapters" if args.smoke else Path(args.work)
     model, processor, _, _ = open_job(Job(adapters=[]))

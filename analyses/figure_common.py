@@ -21,30 +21,14 @@ def script_arguments(doc: str, argv, scenes: int = 8, extra=None) -> argparse.Na
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=scenes)
     parser.add_argument("--smoke", action="store_true", help="2-4 scenes: checks the script runs")
-    parser.add_argument("--out", default="figures")
+    parser.add_argument("--out", help="default: figures/ (a --smoke run: out/smoke/)")
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
+    args.out = args.out or ("out/smoke" if args.smoke else "figures")
     if args.smoke:
         args.scenes = 2
     return args
-
-
-# MemVR's layer window in its paper (start_layer 5, end_layer 16 on the 32-layer LLaVA-1.5-7B). It checks the
-# early-exit entropy after layers start+1..end-1 and retraces in the layer after the first unsure one.
-MEMVR_PAPER_WINDOW, MEMVR_PAPER_DEPTH = (5, 16), 32
-
-
-def memvr_layers(n_layers: int) -> dict:
-    """MemVR's start_layer / end_layer on a backbone of `n_layers`: the paper's 5..16 where they fit (Qwen3-VL-8B,
-    36 layers), else the same fractions of depth with at least one checked layer (4 layers: 0..2, checked after
-    layer 1, retraced in layer 2; 12 layers: 1..6)."""
-    start, end = MEMVR_PAPER_WINDOW
-    if end <= n_layers - 1:
-        return {"start_layer": start, "end_layer": end}
-    end = min(max(round(end * n_layers / MEMVR_PAPER_DEPTH), 2), n_layers - 1)
-    start = min(start * n_layers // MEMVR_PAPER_DEPTH, end - 2)
-    return {"start_layer": start, "end_layer": end}
 
 
 def world_job(adapters: list[str], scenes: int, length: int | None = None, controls: bool = True) -> Job:

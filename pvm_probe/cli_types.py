@@ -11,26 +11,20 @@ import os
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(low: int, expected: str):
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def held_out_seed(text: str) -> int:
-    """Held-out scene sets are numbered from 0 (seeds below 0 would reach the training scenes)."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a held-out set number >= 0 (scene seeds >= 1,000,000), got {text!r}")
-    return value
+positive_int = _int_at_least(1, "a positive integer")
+non_negative_int = _int_at_least(0, "an integer >= 0")
+# Held-out scene sets are numbered from 0 (seeds below 0 would reach the training scenes).
+held_out_seed = _int_at_least(0, "a held-out set number >= 0 (scene seeds >= 1,000,000)")
 
 
 def probability(text: str) -> float:

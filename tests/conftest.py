@@ -56,3 +56,16 @@ def tiny_checkpoints(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_checkpoints")
     return {arch: save_tiny_checkpoint(arch, root / arch, SCENE_WORDS) for arch in ARCHS}
+
+
+@pytest.fixture
+def open_adapter(tiny_checkpoints, tmp_path):
+    """An adapter of the tiny Qwen3-VL with open gates (it changes the answers), saved to disk."""
+    from pvm_probe.loading import load_base
+
+    model, _ = load_base(tiny_checkpoints["qwen3_vl"])
+    handle = attach_pvm(model, small_config())
+    open_gates(handle)
+    handle.save(tmp_path / "adapter")
+    handle.remove()
+    return tmp_path / "adapter"

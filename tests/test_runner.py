@@ -8,10 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import open_gates, small_config
 from PIL import Image
 
-from pvm_probe import attach_pvm
 from pvm_probe.errors import InputError
 from pvm_probe.jobs import Job, ModelSpec, SuiteSpec, open_job
 from pvm_probe.loading import load_base
@@ -96,12 +94,8 @@ def test_an_interrupted_run_resumes_after_its_last_whole_record(tiny_checkpoints
         run(model, processor, other, [BASELINE], tmp_path / "run", RunConfig(progress=False))
 
 
-def test_the_swapped_image_changes_nothing_when_every_image_is_the_same(tiny_checkpoints, tmp_path):
+def test_the_swapped_image_changes_nothing_when_every_image_is_the_same(tiny_checkpoints, open_adapter, tmp_path):
     model, processor = load_base(tiny_checkpoints["qwen3_vl"])
-    handle = attach_pvm(model, small_config())
-    open_gates(handle)
-    handle.save(tmp_path / "adapter")
-    handle.remove()
     for name, colours in (("same", [(200, 0, 0)] * 2), ("different", [(200, 0, 0), (0, 0, 200)])):
         folder = tmp_path / name
         folder.mkdir()
@@ -110,7 +104,7 @@ def test_the_swapped_image_changes_nothing_when_every_image_is_the_same(tiny_che
         (folder / "d.jsonl").write_text("\n".join(json.dumps({"image": f"{i}.png", "prompt": "Describe it."})
                                                   for i in range(2)))
         suite = ImagesSuite(folder / "d.jsonl", max_new_tokens=6)
-        records = run(model, processor, suite, plan([str(tmp_path / "adapter")], baseline=False), folder / "run",
+        records = run(model, processor, suite, plan([str(open_adapter)], baseline=False), folder / "run",
                       RunConfig(batch_size=2, progress=False))
         by = {r["variant"]: r for r in records if r["request"] == 0}
         plain, swapped = by["adapter"], by["adapter | swapped image"]

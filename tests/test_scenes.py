@@ -9,9 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import open_gates, small_config
 
-from pvm_probe import attach_pvm
 from pvm_probe import processors as processor_module
 from pvm_probe.cli import main
 from pvm_probe.loading import load_base
@@ -138,16 +136,12 @@ def test_paint_on_a_tiny_checkpoint_prints_and_writes_rates_by_quarter(arch, tin
     assert ("mass" in records[0]) == (arch == "qwen3_vl")
 
 
-def test_batched_generation_with_pvm_matches_one_at_a_time(tiny_checkpoints, tmp_path):
+def test_batched_generation_with_pvm_matches_one_at_a_time(tiny_checkpoints, open_adapter, tmp_path):
     model, processor = load_base(tiny_checkpoints["qwen3_vl"])
-    handle = attach_pvm(model, small_config())
-    open_gates(handle)
-    handle.save(tmp_path / "adapter")
-    handle.remove()
     suite = ScenesSuite(scenes=3, image_size=64, max_new_tokens=10)
     answers = {}
     for batch in (3, 1):
-        records = run(model, processor, suite, plan([str(tmp_path / "adapter")], controls=False), tmp_path / f"b{batch}",
+        records = run(model, processor, suite, plan([str(open_adapter)], controls=False), tmp_path / f"b{batch}",
                       RunConfig(batch_size=batch, probes=False, progress=False))
         answers[batch] = {(r["variant"], r["request"]): r["answer"] for r in records}
     assert answers[3] == answers[1]

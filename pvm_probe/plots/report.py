@@ -14,12 +14,13 @@ import numpy as np
 from ..probes.dilution import hyperbola
 
 QUARTERS = ["Q1", "Q2", "Q3", "Q4"]
-_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+            "#7f7f7f", "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#ffbb78", "#c49c94", "#f7b6d2", "#9edae5"]
 
 
 def variant_styles(names: list[str]) -> dict[str, dict]:
     """name -> {"color", "ls", "hatch"}: the baseline black, each adapter a colour, its controls dashed."""
-    styles, colours = {}, iter(_PALETTE * 4)
+    styles, colours = {}, iter(_PALETTE * 2)
     for name in names:
         root, _, control = name.partition(" | ")
         if control and root in styles:
@@ -247,7 +248,7 @@ def remedies(metrics: dict):
     share of attention by quarter, mean over layers (right), for the baseline, each adapter and each remedy."""
     chosen = {n: m for n, m in metrics["variants"].items() if m["kind"] in ("baseline", "adapter", *ARMS)}
     styles = variant_styles(list(chosen))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
     for name, m in chosen.items():
         style = {"color": styles[name]["color"], "ls": "--" if m["kind"] in ARMS else "-", "marker": "o", "lw": 1.2}
         left.plot(range(4), 100 * _values(m["primary_by_quarter"]), label=name, **style)
@@ -257,9 +258,9 @@ def remedies(metrics: dict):
         ax.set_xticks(range(4), QUARTERS)
         ax.set_xlabel("quarter of the answer")
     left.set_ylabel(f"{metrics['metric']['name']} (%)")
-    right.set_ylabel("image share of attention (mean over layers)")
+    right.set_ylabel("image share of attention\n(mean over layers)")
     left.legend(fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(w_pad=3)
     return fig
 
 

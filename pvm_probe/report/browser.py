@@ -94,6 +94,14 @@ class Browser:
                 out.append("console.error: " + " ".join(str(a.get("value")) for a in event["params"]["args"]))
         return out
 
+    def element_screenshot(self, selector: str, path: Path) -> None:
+        """A screenshot of one element of the page (e.g. the token explorer)."""
+        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+                            " return [r.x + scrollX, r.y + scrollY, r.width, r.height]; })()")
+        clip = dict(zip(("x", "y", "width", "height"), box, strict=True)) | {"scale": 1}
+        data = self.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
+        path.write_bytes(base64.b64decode(data))
+
     def screenshot(self, path: Path) -> None:
         height = int(self.evaluate("document.documentElement.scrollHeight"))
         self.call("Emulation.setDeviceMetricsOverride", width=1200, height=min(height, 16000), deviceScaleFactor=1,
@@ -139,6 +147,15 @@ _CLICK = """(() => {
 })()"""
 
 
+_SHOW_PVM = """(() => {  // the first answer with PVM maps, at its last correct claim
+  const answers = JSON.parse(document.getElementById('explorer-data').textContent).answers;
+  const select = document.getElementById('ex-answer');
+  select.value = String(Math.max(0, answers.findIndex(a => a.pvm)));
+  select.dispatchEvent(new Event('change'));
+  Array.from(document.querySelectorAll('#ex-tokens span.ok')).pop().click();
+})()"""
+
+
 def headline_text(metrics: dict) -> dict:
     """What the headline table must show for metrics.json (the page's own formatting rules)."""
     from .page import headline_cells
@@ -146,8 +163,9 @@ def headline_text(metrics: dict) -> dict:
     return {variant: dict(headline_cells(row)) for variant, row in metrics["headline"]["variants"].items()}
 
 
-def check_report(page: Path, screenshot: Path | None = None) -> list[str]:
-    """Problems a reader would meet in `page` (empty when none), checked in headless chromium."""
+def check_report(page: Path, screenshot: Path | None = None, explorer: Path | None = None) -> list[str]:
+    """Problems a reader would meet in `page` (empty when none), checked in headless chromium; `screenshot`:
+    the whole page there, `explorer`: the token explorer there (after a click on a late claim)."""
     page = Path(page).resolve()
     metrics = json.loads((page.parent / "metrics.json").read_text())
     problems = []
@@ -163,6 +181,9 @@ def check_report(page: Path, screenshot: Path | None = None) -> list[str]:
         if shown != headline_text(metrics):
             problems.append(f"headline differs from metrics.json: page {shown}, metrics {headline_text(metrics)}")
         problems += browser.errors()
+        if explorer and browser.evaluate("!!document.getElementById('ex-tokens')"):
+            browser.evaluate(_SHOW_PVM)
+            browser.element_screenshot("#explorer", Path(explorer))
         if screenshot:
             browser.screenshot(Path(screenshot))
     return problems
@@ -174,8 +195,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("page", type=Path)
     parser.add_argument("--screenshot", type=Path, help="default: screenshot.png beside the report")
+    parser.add_argument("--explorer", type=Path, help="also a screenshot of the token explorer here")
     args = parser.parse_args(argv)
-    problems = check_report(args.page, args.screenshot or args.page.parent / "screenshot.png")
+    problems = check_report(args.page, args.screenshot or args.page.parent / "screenshot.png", args.explorer)
     for problem in problems:
         print(f"report check: {problem}", file=sys.stderr)
     print("report check: ok" if not problems else f"report check: {len(problems)} problem(s)")
