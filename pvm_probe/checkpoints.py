@@ -376,18 +376,35 @@ def describe_adapter(adapter) -> dict:
     pvm, base = meta["pvm"], meta["base"]
     fingerprint = (f"{len(base['tensors'])} tensors fingerprinted" if "tensors" in base
                    else "format 1: embedding checksum only (weaker)")
+    result = meta["provenance"].get("result")
+    start = (result.get("alphas_initial") if isinstance(result, dict) else None) or {
+        str(i): pvm["alpha_init"] for i in pvm["layers"]}  # adapters from before train-pvm recorded it
     text = "\n".join([
         f"adapter      {directory}",
         f"block        {pvm['block']} (visual source: {pvm['visual_source']})",
-        f"layers       {pvm['layers']}  latent {pvm['latent_dim']}  heads {pvm['num_heads']}/{pvm['num_kv_heads']}"
-        f" x {pvm['head_dim']}  ffn {pvm['ffn_dim']}",
-        f"alphas       {', '.join(f'{layer}: {value:.4g}' for layer, value in alphas.items())}",
+        f"layers       {', '.join(map(str, pvm['layers']))}  latent {pvm['latent_dim']}  heads {pvm['num_heads']}/"
+        f"{pvm['num_kv_heads']} x {pvm['head_dim']}  ffn {pvm['ffn_dim']}",
+        "alpha        " + "  ".join(f"layer {layer}: {value:.4g} (from {start.get(layer, '?')})"
+                                    for layer, value in alphas.items()),
         f"parameters   {meta['num_parameters']:,}",
         f"base         {base['architecture']}  hidden {base['hidden_size']}  layers {base['num_layers']}"
         f"  vocab {base['vocab_size']}  window {base['attention_window']}  ({fingerprint})",
-        f"provenance   {json.dumps(meta['provenance'])}",
+        "provenance", *readable(meta["provenance"], indent="  "),
     ])
     return {"raw": {**meta, "alphas": alphas}, "text": text}
+
+
+def readable(data, indent: str = "", prefix: str = "") -> list[str]:
+    """A nested dict as `key.subkey: value` lines (lists of plain values on one line)."""
+    lines = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            lines += readable(value, indent, f"{name}.")
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value)
+            lines.append(f"{indent}{name}: {shown}")
+    return lines
 
 
 # ---- writing ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -66,11 +67,12 @@ def run(model, processor, suite: Suite, variants: list[Variant], directory, conf
         store.write_run()
     mine = range(state.process_index, len(suite), state.num_processes)
     for variant in variants:
-        todo = [i for i in mine if not store.done(variant.name, i)]
-        if todo:
+        left = len(mine) - store.count(variant.name, mine)
+        if left:
+            todo = (i for i in mine if not store.done(variant.name, i))  # lazily: memory does not grow with it
             with applied(variant, model) as handle:
-                _run_variant(model, processor, suite, variant, handle, todo, store, config, state.is_main_process,
-                             lens)
+                _run_variant(model, processor, suite, variant, handle, todo, left, store, config,
+                             state.is_main_process, lens)
     state.wait_for_everyone()
     records = store.merge([v.name for v in variants]) if state.is_main_process else []
     state.wait_for_everyone()
@@ -94,9 +96,11 @@ def _check_variants(suite: Suite, variants: list[Variant]) -> None:
                          "least 2 requests")
 
 
-def _run_variant(model, processor, suite, variant, handle, todo, store, config, show, lens) -> None:
-    batches = [todo[s:s + config.batch_size] for s in range(0, len(todo), config.batch_size)]
-    for indices in tqdm(batches, desc=f"{suite.name}: {variant.name}", disable=not (config.progress and show)):
+def _run_variant(model, processor, suite, variant, handle, todo, left, store, config, show, lens) -> None:
+    batches = iter(lambda: list(itertools.islice(todo, config.batch_size)), [])
+    total = math.ceil(left / config.batch_size)
+    for indices in tqdm(batches, total=total, desc=f"{suite.name}: {variant.name}",
+                        disable=not (config.progress and show)):
         requests = [suite.request(i) for i in indices]
         for record in run_batch(model, processor, suite, variant, handle, requests, config, lens):
             store.append(record)

@@ -365,7 +365,9 @@ def test_describe_adapter_reads_the_trained_gates_and_checks_the_weights(saved):
     described = describe_adapter(directory)
     assert described["raw"]["alphas"] == {str(layer): value for layer, value in handle.alphas().items()}
     assert described["raw"]["pvm"] == handle.config.to_dict()
-    assert "layers       [1, 3]" in described["text"] and "tensors fingerprinted" in described["text"]
+    assert "layers       1, 3 " in described["text"] and "tensors fingerprinted" in described["text"]
+    alphas = handle.alphas()
+    assert f"alpha        layer 1: {alphas[1]:.4g} (from 0.0)" in described["text"] and "\n  stage: test" in described["text"]
     (directory / WEIGHTS_FILE).write_bytes(b"\0" * 64)
     with pytest.raises(InputError, match="corrupted adapter weights"):
         describe_adapter(directory)

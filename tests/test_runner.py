@@ -182,3 +182,24 @@ def test_remedies_run_as_variants_and_leave_the_model_as_it_was(arch, tiny_check
                                                                                 options={"ratio": 0.0})]
     zero = run(model, processor, suite, no_strength, tmp_path / "zero", RunConfig(batch_size=2, progress=False))
     assert [r["token_ids"] for r in zero] == [r["token_ids"] for r in records] * 2  # strength 0 is the baseline
+
+
+def test_a_billion_requests_cost_nothing_until_asked_for(tmp_path, monkeypatch):
+    """Requests are made one batch at a time: interrupting after the first batch, only it was made."""
+    from pvm_probe.records import RecordStore
+    from pvm_probe.suites import WorldSuite
+
+    model, processor = load_base()
+    suite = WorldSuite(scenes=10 ** 9, length=0)
+    made = []
+    original = suite.request
+    monkeypatch.setattr(suite, "request", lambda i: made.append(i) or original(i))
+
+    def stop_after_first_batch(self, record):
+        if record["request"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RecordStore, "append", stop_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(model, processor, suite, [BASELINE], tmp_path, RunConfig(batch_size=2, probes=False, progress=False))
+    assert made == [0, 1]
