@@ -50,6 +50,15 @@ def test_bad_combinations_fail_before_any_model_loads(argv, message, capsys, mon
     assert message in one_line(capsys)
 
 
+def test_a_report_never_replaces_a_folder_of_other_files(tmp_path, capsys, monkeypatch):
+    import pvm_probe.loading
+
+    monkeypatch.setattr(pvm_probe.loading, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    assert "holds other files" in one_line(capsys) and (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_ctrl_c_is_one_line_and_130_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
     import pvm_probe.jobs
 

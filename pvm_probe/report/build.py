@@ -10,6 +10,7 @@ new complete one, never a mixture.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -72,19 +73,18 @@ def working_dir(out: Path) -> Path:
 
 
 def check_output_dir(out) -> Path:
-    """Fail before any work if `out` cannot become a report folder."""
+    """Fail before any work if `out` cannot become a report folder: a file, an unwritable place, or a folder
+    with other contents (the new report replaces the folder whole, so it must be a report or empty)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is an existing file; a report is a folder")
-    parent = out.parent if out.parent != Path("") else Path(".")
-    probe = parent
+    if out.is_dir() and any(out.iterdir()) and not (out / RUN).is_file():
+        raise InputError(f"--out {out} holds other files: a report replaces its folder whole, so give a new or "
+                         "empty folder (or an earlier report)")
+    probe = out.absolute().parent
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"--out {out}: {probe} is not a folder")
-    import os
-
-    if not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"--out {out}: cannot write in {probe}")
     return out
 

@@ -38,7 +38,6 @@ def _orders() -> tuple[tuple[int, ...], ...]:
 
 
 ORDERS = _orders()
-_rng = random.Random("decoy-rule")
 DECOY_CELL = {c: CELL_NAMES[(i + 5) % N_CELLS] for i, c in enumerate(CELL_NAMES)}  # cell -> other cell
 _cp, _sp = list(COLOURS), list(SHAPES)
 DECOY_COLOUR = {c: _cp[(i + 1) % 6] for i, c in enumerate(_cp)}   # derangements: never the same

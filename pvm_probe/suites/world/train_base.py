@@ -73,7 +73,10 @@ def train_base(out_dir, *, steps: int = 700, seed: int = 0, batch_size: int = 32
     with tempfile.TemporaryDirectory(prefix="pvm_train_base_") as scratch:
         log = _train_language_model(model, processor, data, scratch, steps=steps, batch_size=batch_size, lr=lr,
                                     seed=seed)
-    info = _info(locals(), model, t0, t_vision)
+    recipe = dict(seed=seed, init_from=init_from, vision_steps=vision_steps, vision_acc=vision_acc, steps=steps,
+                  batch_size=batch_size, lr=lr, fillers=fillers, passes=passes, named=named, gaps=gaps,
+                  short_gaps=short_gaps, warm_steps=warm_steps, threads=threads)
+    info = _info(recipe, model, t0, t_vision)
     with atomic_dir(out_dir) as tmp:  # the checkpoint appears whole or not at all
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
