@@ -64,6 +64,7 @@ def open_adapter(tiny_checkpoints, tmp_path):
     from pvm_probe.loading import load_base
 
     model, _ = load_base(tiny_checkpoints["qwen3_vl"])
+    torch.manual_seed(0)  # the block's random init: the same adapter whatever ran before
     handle = attach_pvm(model, small_config())
     open_gates(handle)
     handle.save(tmp_path / "adapter")
