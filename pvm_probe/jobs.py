@@ -106,13 +106,13 @@ def variants_of(job: Job) -> list[Variant]:
 
 
 def _single(job: Job, adapters: list) -> list[Variant]:
-    if job.only == "adapter":
-        return adapter_variants(adapters[0], controls=False) if adapters else [BASELINE]
+    if job.only == "adapter":  # each named adapter as it is, or the baseline when none is named
+        return [v for a in adapters for v in adapter_variants(a, controls=False)] or [BASELINE]
     if len(adapters) != 1:
         raise InputError(f"{job.only.replace('_', ' ')} needs exactly one adapter (--pvm)")
     chosen = [v for v in adapter_variants(adapters[0]) if v.control == job.only]
     if not chosen:
-        raise InputError(f"{adapters[0]} is an MLP control adapter: it has no image to swap or gate")
+        raise InputError(f"{adapters[0]} is an MLP control adapter: the image controls are for memory adapters")
     return chosen
 
 
