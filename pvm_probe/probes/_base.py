@@ -132,6 +132,12 @@ class RequestTracker:
         return (seg == torch.arange(len(SEGMENTS), device=seg.device, dtype=seg.dtype)).float()
 
 
+def nanmean(x: np.ndarray, axis) -> np.ndarray:
+    """Mean over `axis` ignoring NaN; NaN (no warning) where every entry is NaN."""
+    count = np.sum(~np.isnan(x), axis=axis)
+    return np.where(count > 0, np.nansum(x, axis=axis) / np.maximum(count, 1), np.nan)
+
+
 def valid_rows(lengths, steps: int) -> np.ndarray:
     """[B, T] True where row t of a result belongs to that request's answer."""
     return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..backbones import attention_window, check_layers, decoder_layers, get_module
 from ..interventions.key_bias import key_logit_bias
-from ._base import IMAGE, SEGMENTS, Probe, RequestTracker, valid_rows
+from ._base import IMAGE, SEGMENTS, Probe, RequestTracker, nanmean, valid_rows
 from ._io import ResultIO
 from ._rotary import rotated
 
@@ -58,23 +58,16 @@ class AttentionMassResult(ResultIO):
         """[L, T] share of the segment, averaged over heads (and over the rows still answering at each
         position unless `row` is given; NaN where none is)."""
         share = self.segment(segment).mean(2)  # [B, L, T]
-        return _nanmean(share, 0) if row is None else share[row]
+        return nanmean(share, 0) if row is None else share[row]
 
     def by_head(self, layer: int, segment: str = "image", row: int | None = None) -> np.ndarray:
         """[H, T] share per head of decoder layer `layer`."""
         share = self.segment(segment)[:, self.layers.index(layer)]  # [B, H, T]
-        return _nanmean(share, 0) if row is None else share[row]
+        return nanmean(share, 0) if row is None else share[row]
 
     def profile(self, segment: str = "image") -> np.ndarray:
         """[L] mean share per layer over rows, heads and answer positions."""
-        return _nanmean(self.segment(segment).transpose(1, 0, 2, 3).reshape(len(self.layers), -1), 1)
-
-
-def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
-    """Mean over `axis` ignoring NaN; NaN (no warning) where every entry is NaN."""
-    count = np.sum(~np.isnan(x), axis=axis)
-    total = np.nansum(x, axis=axis)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return nanmean(self.segment(segment).transpose(1, 0, 2, 3).reshape(len(self.layers), -1), 1)
 
 
 def segment_shares(q: torch.Tensor, keys: torch.Tensor, onehot: torch.Tensor, lengths: torch.Tensor,

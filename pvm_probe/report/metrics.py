@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..probes import dilution_report
+from ..probes._base import nanmean
 from ..records import rounded
 
 # Accuracy against visual mass: bins of the claim token's image share (mean over layers).
@@ -76,15 +77,10 @@ def _stack(rows: list[list], width: int) -> np.ndarray:
     return out
 
 
-def _nanmean(x: np.ndarray, axis) -> np.ndarray:
-    count = np.sum(~np.isnan(x), axis=axis)
-    return np.where(count > 0, np.nansum(x, axis=axis) / np.maximum(count, 1), np.nan)
-
-
 def mass_curve(records: list[dict]) -> np.ndarray:
     """[L, T] image share per layer and generated position, mean over the requests whose answer reaches t."""
     width = max((r["n_tokens"] for r in records), default=0)
-    return _nanmean(_stack([r["mass"]["image"] for r in records], width), 0)
+    return nanmean(_stack([r["mass"]["image"] for r in records], width), 0)
 
 
 def _mass_metrics(records: list[dict], claims: list[dict]) -> dict:
@@ -94,10 +90,10 @@ def _mass_metrics(records: list[dict], claims: list[dict]) -> dict:
     with_mass = [c for c in claims if c.get("mass") is not None]
     by_quarter = [[_mean([c["mass"][i] for c in with_mass if c["quarter"] == q]) for q in range(4)]
                   for i in range(len(layers))]
-    split = {s: rounded(_nanmean(np.array([r["mass"]["split"][s] for r in records], dtype=float), 0))
+    split = {s: rounded(nanmean(np.array([r["mass"]["split"][s] for r in records], dtype=float), 0))
              for s in records[0]["mass"]["split"]}
-    quarters = np.stack([_nanmean(part, 1) for part in np.array_split(curve, 4, axis=1)], 1)  # [L, 4]
-    out = {"layers": layers, "mass_by_layer": rounded(curve), "mass_profile": rounded(_nanmean(curve, 1)),
+    quarters = np.stack([nanmean(part, 1) for part in np.array_split(curve, 4, axis=1)], 1)  # [L, 4]
+    out = {"layers": layers, "mass_by_layer": rounded(curve), "mass_profile": rounded(nanmean(curve, 1)),
            "mass_by_quarter": rounded(quarters),
            "mass_split": split, "claim_mass_by_quarter": by_quarter,
            "accuracy_vs_mass": _accuracy_vs_mass(with_mass)}
@@ -126,8 +122,8 @@ def _lens_metrics(records: list[dict], key: str = "lens") -> dict:
                         if v >= 0) for q in range(4)]
     return {"layers": records[0][key]["layers"],
             "convergence_layer_mean": _mean(convergence), "convergence_by_quarter": by_quarter,
-            "kl_by_layer": rounded(_nanmean(np.array([r[key]["kl"] for r in records], dtype=float), 0), 4),
-            "kl_by_quarter": rounded(_nanmean(np.array([r[key]["kl_by_quarter"] for r in records],
+            "kl_by_layer": rounded(nanmean(np.array([r[key]["kl"] for r in records], dtype=float), 0), 4),
+            "kl_by_quarter": rounded(nanmean(np.array([r[key]["kl_by_quarter"] for r in records],
                                                        dtype=float), 0), 4)}
 
 

@@ -123,6 +123,13 @@ class Suite:
             raise InputError(f"request {index} is out of range: the {self.name} suite has {len(self)}")
 
 
+def check_int(name: str, value, low: int, high: int | None = None) -> None:
+    """A suite setting must be an integer in range (not a bool, not a float): else a one-line InputError."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"in {low}..{high}"
+        raise InputError(f"{name} must be an integer {span}, got {value!r}")
+
+
 def quarter_of(position: int, length: int) -> int:
     """0..3: the quarter of a sequence of `length` items that `position` falls in."""
     return min(3, 4 * position // max(length, 1))

@@ -21,10 +21,9 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import InputError
-from .base import Answer, Claim, Request, Suite, quarter_of
+from .base import Answer, Claim, Request, Suite, check_int, quarter_of
 from .scenes.scoring import NEGATION_WINDOW, split_words
 from .scenes.words import NEGATIONS, plurals
-from .world.suite import _check_int
 
 # COCO's 80 categories -> one-word synonyms (CHAIR-style, singular; plurals are added). A category's own
 # name counts too, two-word names ("traffic light") as a phrase.
@@ -63,7 +62,7 @@ class ImagesSuite(Suite):
     words = {"metric": "hallucination rate", "claims": "object mentions"}
 
     def __init__(self, data, max_new_tokens: int = 512):
-        _check_int("max_new_tokens", max_new_tokens, 1)
+        check_int("max_new_tokens", max_new_tokens, 1)
         self.path, self.budget = Path(data), max_new_tokens
         self._offsets = _index_lines(self.path)
 

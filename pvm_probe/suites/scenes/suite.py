@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 
-from ..base import Answer, Claim, Request, Suite
+from ..base import Answer, Claim, Request, Suite, check_int
 from ..world.scenes import EVAL_SEED_BASE
-from ..world.suite import CALIBRATION_SET, _check_int
+from ..world.suite import CALIBRATION_SET
 from .layout import make_shape_scene, render_shapes
 from .scoring import KINDS, score_description
 
@@ -31,10 +31,10 @@ class ScenesSuite(Suite):
     words = {"metric": "error rate", "claims": "claims (objects, colours, counts, positions)"}
 
     def __init__(self, scenes: int = 64, seed: int = 0, image_size: int = 448, max_new_tokens: int = 1024):
-        _check_int("scenes", scenes, 1)
-        _check_int("seed", seed, 0)
-        _check_int("image_size", image_size, 28, 4096)
-        _check_int("max_new_tokens", max_new_tokens, 1)
+        check_int("scenes", scenes, 1)
+        check_int("seed", seed, 0)
+        check_int("image_size", image_size, 28, 4096)
+        check_int("max_new_tokens", max_new_tokens, 1)
         self.scenes, self.seed, self.image_size, self.budget = scenes, seed, image_size, max_new_tokens
 
     def __len__(self) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import InputError
-from ..base import Answer, Claim, Request, Suite, quarter_of
+from ..base import Answer, Claim, Request, Suite, check_int, quarter_of
 from .scenes import CELL_NAMES, EVAL_SEED_BASE, GRID, make_grid_scene, render_grid
 from .scoring import parse_claims, score_painting
 from .task import FILLERS, MAX_GAP, MAX_PASSES, N_ORDERS, PaintSpec, answer_length, answer_tokens, vocabulary
@@ -40,14 +40,14 @@ class WorldSuite(Suite):
 
     def __init__(self, scenes: int = 64, seed: int = 0, length: int = DEFAULT_LONG, filler: str = DEFAULT_FILLER,
                  passes: int = 1, split: str = "held-out"):
-        _check_int("scenes", scenes, 1)
-        _check_int("seed", seed, 0)
+        check_int("scenes", scenes, 1)
+        check_int("seed", seed, 0)
         if split not in ("held-out", "train"):
             raise InputError(f"split must be 'held-out' or 'train', got {split!r}")
         if split == "train" and TRAIN_SEED_BASE + 10_000 * seed + scenes > EVAL_SEED_BASE - 100_000:
             raise InputError("the training split holds scene sets 0..9 of up to 10,000 scenes")
-        _check_int("length", length, 0, MAX_GAP)
-        _check_int("passes", passes, 1, MAX_PASSES)
+        check_int("length", length, 0, MAX_GAP)
+        check_int("passes", passes, 1, MAX_PASSES)
         if filler not in FILLERS:
             raise InputError(f"filler must be one of {', '.join(FILLERS)}, got {filler!r}")
         self.scenes, self.seed, self.length, self.filler, self.passes = scenes, seed, length, filler, passes
@@ -151,9 +151,3 @@ def _claim(record: dict) -> Claim:
                                      "order_ok", "decoys_before", "missing")}
     return Claim("cell", record["position"], text, record["correct"], record["quartile"],
                  boxes=[cell_box(cell)] if cell else [], detail=detail)
-
-
-def _check_int(name: str, value, low: int, high: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
-        span = f">= {low}" if high is None else f"in {low}..{high}"
-        raise InputError(f"{name} must be an integer {span}, got {value!r}")
