@@ -12,7 +12,6 @@ from pvm_probe.probes import (
     PVMRetrieval,
     RetrievalResult,
     nnsight_ablated_logits,
-    patch_grid,
 )
 from pvm_probe.zoo import Image, fake_request, tiny_model
 
@@ -40,13 +39,6 @@ def test_retrieval_weights_and_injection_ratio(qwen3_pvm, tmp_path):
     assert np.all(r.injection_ratio > 0)
     r.save(tmp_path / "r")
     np.testing.assert_array_equal(RetrievalResult.load(tmp_path / "r").weights, r.weights)
-
-
-def test_patch_grid_matches_qwen_merge_order():
-    grid = patch_grid([[1, 4, 6], [1, 2, 2]], spatial_merge_size=2)
-    assert grid.shape == (6 + 1, 4)
-    assert grid[:6, 2:].tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
-    assert grid[6].tolist() == [1, 0, 0, 0]
 
 
 def test_theorem_4_1_on_a_real_run(qwen3_pvm, tmp_path):

@@ -15,7 +15,7 @@ from pvm_probe.jobs import Job, ModelSpec, SuiteSpec, open_job
 from pvm_probe.loading import load_base
 from pvm_probe.records import RECORDS, read_records
 from pvm_probe.runner import RunConfig, chat_inputs, run, visual_cells
-from pvm_probe.suites import ImagesSuite, ScenesSuite
+from pvm_probe.suites import ImagesSuite, Request, ScenesSuite
 from pvm_probe.variants import BASELINE, Variant, plan
 from pvm_probe.zoo import ARCHS
 
@@ -138,6 +138,20 @@ def test_visual_cells_tile_the_image(arch, tiny_checkpoints):
     assert len(cells) == 16 and (cells[:, 0] == 0).all()
     area = ((cells[:, 3] - cells[:, 1]) * (cells[:, 4] - cells[:, 2])).sum()
     assert area == pytest.approx(1.0) and cells[0, 1:].tolist() == [0, 0, 0.25, 0.25]
+
+
+def test_visual_cells_follow_the_qwen_merge_order_per_request():
+    """Two requests, a 4 x 6 patch grid (2 x 3 merged tokens, row-major) and a 2 x 2 one (1 token)."""
+    from pvm_probe.zoo import IMAGE_TOKEN, tiny_model
+
+    model = tiny_model("qwen3_vl")
+    ids = torch.tensor([[IMAGE_TOKEN] * 6, [0] * 5 + [IMAGE_TOKEN]])
+    one_image = Request(0, "r", (None,), "")
+    first, second = visual_cells(model, {"input_ids": ids, "image_grid_thw": torch.tensor([[1, 4, 6], [1, 2, 2]])},
+                                 [one_image, one_image])
+    tops_lefts = [(round(y0, 3), round(x0, 3)) for _, x0, y0, _, _ in first]
+    assert tops_lefts == [(0, 0), (0, 0.333), (0, 0.667), (0.5, 0), (0.5, 0.333), (0.5, 0.667)]
+    assert second.tolist() == [[0, 0, 0, 1, 1]]
 
 
 def test_jobs_refuse_the_world_on_a_foreign_base_before_loading_weights(tiny_checkpoints):

@@ -11,7 +11,7 @@ from .ablation import (
 )
 from .attention_mass import AttentionMassResult, VisualAttentionMass, segment_shares
 from .dilution import DilutionFit, DilutionReport, dilution_report, find_break, fit_dilution, hyperbola
-from .gates import HorizonCheck, HorizonResult, PVMRetrieval, RetrievalResult, patch_grid, pvm_log_normaliser
+from .gates import HorizonCheck, HorizonResult, PVMRetrieval, RetrievalResult, pvm_log_normaliser
 from .logit_lens import LogitLens, LogitLensResult, lens_metrics
 from .tuned_lens import LensData, LensTraining, TunedLens, TunedLensConfig, record_generations
 
@@ -41,7 +41,6 @@ __all__ = [
     "nnsight_ablated_logits",
     "patched_logits",
     "patching_study",
-    "patch_grid",
     "pvm_log_normaliser",
     "pvm_outputs",
     "record_generations",

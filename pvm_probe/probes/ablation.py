@@ -17,16 +17,13 @@ from contextlib import nullcontext
 
 import torch
 
-from ..backbones import decoder_layers, hook_sites, visual_token_ids
+from ..backbones import decoder_layers, get_module, hook_sites, visual_token_ids
 from ..memory import BLOCK_ATTR
 
 
 def _layers(traced, model):
     """The traced model's decoder-layer list (an nnsight envoy), found through the hook-site table."""
-    envoy = traced
-    for part in hook_sites(model).layers.split("."):
-        envoy = getattr(envoy, part)
-    return envoy
+    return get_module(traced, hook_sites(model).layers)
 
 
 @torch.no_grad()

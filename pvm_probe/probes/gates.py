@@ -2,11 +2,10 @@
 
 `PVMRetrieval(handle)` records, per forward and PVM layer at the last position: the injection's norm
 relative to the residual stream entering the block (x), PVM's attention over the visual set (mean over
-heads, [N]) and the mean over heads of each head's attention entropy. Memory: O(B * L * T * N). `HorizonCheck(handle, layer)` is the Theorem 4.1 check on a real run: a
-query frozen at the first forward is re-scored at every later step against PVM's visual keys (its
+heads, [N]) and the mean over heads of each head's attention entropy; memory O(B * L * T * N).
+`HorizonCheck(handle, layer)` is the Theorem 4.1 check on a real run: a query frozen at the first forward is re-scored at every later step against PVM's visual keys (its
 log normaliser cannot change: the keys are the visual set only) and against the backbone's KV cache
-(its image share must fall as text keys accumulate). `patch_grid` maps visual-token indices to
-(image, frame, row, col) of the merged patch grid.
+(its image share must fall as text keys accumulate).
 """
 
 from __future__ import annotations
@@ -35,17 +34,6 @@ class RetrievalResult(ResultIO):
     def top_k(self, k: int = 3) -> np.ndarray:
         """[B, L, T, k] visual-token indices with the most attention."""
         return np.argsort(-self.weights, axis=-1)[..., :k]
-
-
-def patch_grid(image_grid_thw, spatial_merge_size: int = 2) -> np.ndarray:
-    """[N, 4] (image, frame, row, col) of each visual token, in the order Qwen-VL emits them:
-    images in order, each row-major over its merged grid (t, h / m, w / m)."""
-    cells = []
-    for image, (t, h, w) in enumerate(np.asarray(image_grid_thw).tolist()):
-        hm, wm = h // spatial_merge_size, w // spatial_merge_size
-        f, r, c = np.meshgrid(np.arange(t), np.arange(hm), np.arange(wm), indexing="ij")
-        cells.append(np.stack([np.full(f.size, image), f.ravel(), r.ravel(), c.ravel()], 1))
-    return np.concatenate(cells)
 
 
 class PVMRetrieval(Probe):
