@@ -43,7 +43,7 @@ from pvm_probe.interventions import ARMS
 from pvm_probe.interventions.memvr import layer_window
 from pvm_probe.io import atomic_write_json
 from pvm_probe.records import rounded
-from pvm_probe.report.metrics import build_metrics
+from pvm_probe.report.metrics import build_metrics, mean_of
 from pvm_probe.runner import RunConfig, answer_lengths, chat_inputs, describe, run
 from pvm_probe.suites.base import Answer
 from pvm_probe.suites.world.scenes import CELL_NAMES
@@ -198,7 +198,7 @@ def diagnose(model, processor, suite: WorldSuite, variant: Variant) -> dict:
                     if claim.token is not None and claim.detail.get("cell") in CELL_NAMES:
                         rows.append((claim.quarter, at(b, claim.token, CELL_NAMES.index(claim.detail["cell"]))))
     keys = rows[0][1] if rows else {}
-    return {k: [_mean([r[k] for q, r in rows if q == quarter]) for quarter in range(4)] for k in keys}
+    return {k: [mean_of([r[k] for q, r in rows if q == quarter]) for quarter in range(4)] for k in keys}
 
 
 def changed_claims(records: list[dict], name: str) -> list:
@@ -207,12 +207,7 @@ def changed_claims(records: list[dict], name: str) -> list:
         return {(r["request"], c["detail"]["step"]): (c["quarter"], c["text"])
                 for r in records if r["variant"] == variant for c in r["claims"]}
     base, mine = claims("baseline"), claims(name)
-    return [_mean([mine[k][1] != v[1] for k, v in base.items() if k in mine and v[0] == q]) for q in range(4)]
-
-
-def _mean(values) -> float | None:
-    values = list(values)
-    return float(np.mean(values)) if values else None
+    return [mean_of([mine[k][1] != v[1] for k, v in base.items() if k in mine and v[0] == q]) for q in range(4)]
 
 
 # ---- the table -------------------------------------------------------------------------------------------

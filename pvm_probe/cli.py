@@ -266,22 +266,19 @@ def _paint_table(metrics: dict) -> str:
 
 
 def _probe_table(metrics: dict) -> str:
+    from .report.metrics import mean_of
+
     lines = [_paint_table(metrics), "", "image share at claim tokens by quarter (mean over layers); "
              "dilution plateau and break (mean over layers); LogitLens convergence layer"]
     for variant, m in metrics["variants"].items():
         if "claim_mass_by_quarter" not in m:
             continue
-        by_q = [_mean([row[q] for row in m["claim_mass_by_quarter"]]) for q in range(4)]
+        by_q = [mean_of([row[q] for row in m["claim_mass_by_quarter"]]) for q in range(4)]
         dilution = m.get("dilution", {})
         lines.append(f"{variant[:33]:<34}{_cells(by_q, 1.0).replace('.', '.', 1)}  plateau "
-                     f"{_mean(dilution.get('plateau', [])) or 0:.4f} break t={_mean(dilution.get('break_t', [])) or 0:.0f}"
+                     f"{mean_of(dilution.get('plateau', [])) or 0:.4f} break t={mean_of(dilution.get('break_t', [])) or 0:.0f}"
                      f"  convergence {m['lens']['convergence_layer_mean'] or 0:.2f}")
     return "\n".join(lines)
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
 
 
 # ---- entry point --------------------------------------------------------------------------------------

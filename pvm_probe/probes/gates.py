@@ -3,9 +3,10 @@
 `PVMRetrieval(handle)` records, per forward and PVM layer at the last position: the injection's norm
 relative to the residual stream entering the block (x), PVM's attention over the visual set (mean over
 heads, [N]) and the mean over heads of each head's attention entropy; memory O(B * L * T * N).
-`HorizonCheck(handle, layer)` is the Theorem 4.1 check on a real run: a query frozen at the first forward is re-scored at every later step against PVM's visual keys (its
-log normaliser cannot change: the keys are the visual set only) and against the backbone's KV cache
-(its image share must fall as text keys accumulate).
+`HorizonCheck(handle, layer)` is the Theorem 4.1 check on a real run: a query frozen at the first forward
+is re-scored at every later step against PVM's visual keys (its log normaliser cannot change: the keys are
+the visual set only) and against the backbone's KV cache (its image share must fall as text keys
+accumulate).
 """
 
 from __future__ import annotations

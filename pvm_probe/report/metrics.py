@@ -26,8 +26,8 @@ def primary_name(suite: dict, higher_is_better: bool) -> str:
 def variant_metrics(records: list[dict], kinds: list[str], higher_is_better: bool) -> dict:
     """One variant's records -> its metrics (JSON-able)."""
     claims = [c for r in records for c in r["claims"]]
-    out = {"requests": len(records), "answer_tokens_mean": _mean([r["n_tokens"] for r in records]),
-           "stopped_share": _mean([r["stopped"] for r in records]),
+    out = {"requests": len(records), "answer_tokens_mean": mean_of([r["n_tokens"] for r in records]),
+           "stopped_share": mean_of([r["stopped"] for r in records]),
            "claims_by_quarter": _claims_by_quarter(claims, kinds)}
     rates = out["claims_by_quarter"]["all"]
     out["primary_by_quarter"] = rates["correct_rate"] if higher_is_better else rates["error_rate"]
@@ -35,7 +35,7 @@ def variant_metrics(records: list[dict], kinds: list[str], higher_is_better: boo
     if "object" in kinds:
         objects = out["claims_by_quarter"]["object"]
         out["chair_i_by_quarter"], out["chair_i"] = objects["error_rate"], objects["error_overall"]
-        out["chair_s"] = _mean([any(c["kind"] == "object" and not c["correct"] for c in r["claims"])
+        out["chair_s"] = mean_of([any(c["kind"] == "object" and not c["correct"] for c in r["claims"])
                                 for r in records if any(c["kind"] == "object" for c in r["claims"])])
     if records and "mass" in records[0]:
         out.update(_mass_metrics(records, claims))
@@ -47,7 +47,8 @@ def variant_metrics(records: list[dict], kinds: list[str], higher_is_better: boo
     return out
 
 
-def _mean(values) -> float | None:
+def mean_of(values) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
     values = [float(v) for v in values if v is not None]
     return float(np.mean(values)) if values else None
 
@@ -88,7 +89,7 @@ def _mass_metrics(records: list[dict], claims: list[dict]) -> dict:
     layers = records[0]["mass"]["layers"]
     fit = dilution_report(curve, layers) if curve.shape[1] >= 4 else None
     with_mass = [c for c in claims if c.get("mass") is not None]
-    by_quarter = [[_mean([c["mass"][i] for c in with_mass if c["quarter"] == q]) for q in range(4)]
+    by_quarter = [[mean_of([c["mass"][i] for c in with_mass if c["quarter"] == q]) for q in range(4)]
                   for i in range(len(layers))]
     split = {s: rounded(nanmean(np.array([r["mass"]["split"][s] for r in records], dtype=float), 0))
              for s in records[0]["mass"]["split"]}
@@ -118,10 +119,10 @@ def _lens_metrics(records: list[dict], key: str = "lens") -> dict:
     """Convergence layer (first layer from which the lens's top-1 stays the model's; -1, never, left out)
     overall and by quarter of each answer, and KL(final || layer) by layer and quarter."""
     convergence = [v for r in records for v in r[key]["convergence"] if v >= 0]
-    by_quarter = [_mean(v for r in records for v in np.array_split(np.asarray(r[key]["convergence"]), 4)[q]
+    by_quarter = [mean_of(v for r in records for v in np.array_split(np.asarray(r[key]["convergence"]), 4)[q]
                         if v >= 0) for q in range(4)]
     return {"layers": records[0][key]["layers"],
-            "convergence_layer_mean": _mean(convergence), "convergence_by_quarter": by_quarter,
+            "convergence_layer_mean": mean_of(convergence), "convergence_by_quarter": by_quarter,
             "kl_by_layer": rounded(nanmean(np.array([r[key]["kl"] for r in records], dtype=float), 0), 4),
             "kl_by_quarter": rounded(nanmean(np.array([r[key]["kl_by_quarter"] for r in records],
                                                        dtype=float), 0), 4)}
@@ -131,12 +132,12 @@ def _pvm_metrics(records: list[dict], claims: list[dict]) -> dict:
     layers = records[0]["pvm"]["layers"]
     out = {"layers": layers, "alpha": records[0]["pvm"]["alpha"]}
     for name in ("injection_ratio", "entropy"):
-        out[f"{name}_by_quarter"] = [[_mean(_quarter_values(r["pvm"][name][i], q) for r in records)
+        out[f"{name}_by_quarter"] = [[mean_of(_quarter_values(r["pvm"][name][i], q) for r in records)
                                       for q in range(4)] for i in range(len(layers))]
     on_boxes = [c for c in claims if c.get("pvm_on_boxes") is not None]
-    out["on_claimed_region_by_quarter"] = [[_mean([c["pvm_on_boxes"][i] for c in on_boxes if c["quarter"] == q])
+    out["on_claimed_region_by_quarter"] = [[mean_of([c["pvm_on_boxes"][i] for c in on_boxes if c["quarter"] == q])
                                             for q in range(4)] for i in range(len(layers))]
-    out["claimed_region_chance"] = _mean([c["box_share"] for c in on_boxes])
+    out["claimed_region_chance"] = mean_of([c["box_share"] for c in on_boxes])
     return out
 
 
@@ -189,7 +190,7 @@ def _window_exit(metrics: dict) -> int | None:
     base = metrics["variants"].get("baseline", {})
     if "mass_by_layer" not in base:
         return None
-    curve = np.array([[np.nan if v is None else v for v in row] for row in base["mass_by_layer"]])  # [L, T]
+    curve = _curve(base)  # [L, T]
     reached = ~np.isnan(curve).all(0)  # [T] positions some answer reached
     zero = (curve == 0).all(0) & reached  # [T]
     stays = np.flip(np.logical_and.accumulate(np.flip(zero | ~reached)))  # [T] zero from t on
@@ -197,11 +198,16 @@ def _window_exit(metrics: dict) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
+def _curve(m: dict) -> np.ndarray:
+    """A variant's `mass_by_layer` back as an array [L, T], None -> NaN."""
+    return np.array([[np.nan if v is None else v for v in row] for row in m["mass_by_layer"]], dtype=float)
+
+
 def _late_mass(m: dict) -> float | None:
     """Mean image share over the last quarter of generated positions and every layer."""
     if "mass_by_layer" not in m:
         return None
-    curve = np.array([[np.nan if v is None else v for v in row] for row in m["mass_by_layer"]], dtype=float)
+    curve = _curve(m)  # [L, T]
     part = np.array_split(curve, 4, axis=1)[3]
     return float(np.nanmean(part)) if np.isfinite(part).any() else None
 

@@ -9,8 +9,10 @@ suite of a billion scenes costs nothing until a scene is asked for.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 from ..errors import InputError
 
@@ -50,20 +52,16 @@ class Answer:
         pieces = [text[s:e] for s, e in zip([0, *ends][: len(ends)], ends, strict=True)]
         return cls(token_ids, tokenizer.convert_ids_to_tokens(token_ids), pieces, text)
 
+    @cached_property
+    def _ends(self) -> list[int]:
+        """[T] where each token's piece ends in the text."""
+        return list(itertools.accumulate(map(len, self.pieces)))
+
     def token_at(self, char: int) -> int | None:
         """The generated token whose piece holds character `char` of the text (None if out of range)."""
         if not 0 <= char < len(self.text):
             return None
-        ends = _running_ends(self.pieces)  # [T]
-        return bisect.bisect_right(ends, char)
-
-
-def _running_ends(pieces: list[str]) -> list[int]:
-    out, total = [], 0
-    for piece in pieces:
-        total += len(piece)
-        out.append(total)
-    return out
+        return bisect.bisect_right(self._ends, char)
 
 
 @dataclass
