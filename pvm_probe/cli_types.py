@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
+
+from .io import unwritable
 
 
 def _int_at_least(low: int, expected: str):
@@ -95,13 +96,9 @@ def output_dir(text: str) -> str:
 
 
 def _check_writable_parent(path: Path, text: str) -> None:
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{text}: cannot write in {parent}")
+    problem = unwritable(path)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
 
 
 def _int(text: str) -> int:

@@ -88,13 +88,13 @@ def atomic_dir(path) -> Iterator[Path]:
     tmp = _fresh_sibling(path, _create_dir)
     try:
         yield tmp
-        _swap_in(tmp, path)
+        swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _swap_in(new: Path, path: Path) -> None:
+def swap_in(new: Path, path: Path) -> None:
     """Rename `new` onto `path`, moving an existing directory aside first and deleting it after."""
     if not path.exists():
         os.rename(new, path)
@@ -107,6 +107,17 @@ def _swap_in(new: Path, path: Path) -> None:
         os.rename(old, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def unwritable(path) -> str | None:
+    """Why `path` could not be created or replaced (its nearest existing ancestor is no writable folder),
+    or None when it could."""
+    parent = Path(path).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot write in {parent}"
 
 
 def describe_machine() -> str:

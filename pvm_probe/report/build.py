@@ -10,7 +10,6 @@ new complete one, never a mixture.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import matplotlib.pyplot as plt
 
 from ..checkpoints import read_adapter_meta
 from ..errors import InputError
-from ..io import _swap_in, atomic_write, atomic_write_json, atomic_write_text
+from ..io import atomic_write, atomic_write_json, atomic_write_text, swap_in, unwritable
 from ..records import RECORDS, RUN, read_records
 from ..suites import SUITES
 from .figures import report_figures
@@ -81,11 +80,9 @@ def check_output_dir(out) -> Path:
     if out.is_dir() and any(out.iterdir()) and not (out / RUN).is_file():
         raise InputError(f"--out {out} holds other files: a report replaces its folder whole, so give a new or "
                          "empty folder (or an earlier report)")
-    probe = out.absolute().parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: cannot write in {probe}")
+    problem = unwritable(out)
+    if problem:
+        raise InputError(f"--out {out}: {problem}")
     return out
 
 
@@ -104,5 +101,5 @@ def seed_from_previous(out: Path, work: Path) -> None:
 def publish(work: Path, out: Path) -> Path:
     """Move the finished working directory onto `out` (replacing an older report whole)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    _swap_in(work, out)
+    swap_in(work, out)
     return out / "report.html"
