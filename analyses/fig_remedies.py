@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from figure_common import save_figure, script_arguments
 
 from pvm_probe.backbones import decoder_layers, get_module, hook_sites, stop_token_ids
-from pvm_probe.interventions import ARMS
-from pvm_probe.interventions.memvr import layer_window
+from pvm_probe.remedies import ARMS
+from pvm_probe.remedies.memvr import layer_window
 from pvm_probe.io import atomic_write_json
 from pvm_probe.records import rounded
 from pvm_probe.report.metrics import build_metrics, mean_of

@@ -1,6 +1,6 @@
 """The runner: every variant of a model over a suite's requests, with the probes riding along -> records.
 
-    suite (requests, scoring) -> runner (generate with probes and interventions) -> records -> metrics -> report
+    suite (requests, scoring) -> runner (generate with probes and remedies) -> records -> metrics -> report
 
 For each variant the runner generates greedy answers in batches (left padding, the model's own stop tokens),
 under the probes when asked: the visual attention mass of every layer at every generated position, the

@@ -29,7 +29,7 @@ class Variant:
     name: str
     adapter: str | None = None  # adapter directory, or a shipped adapter's name
     control: str | None = None  # one of CONTROLS
-    arm: str | None = None  # a training-free remedy (pvm_probe.interventions.ARMS)
+    arm: str | None = None  # a training-free remedy (pvm_probe.remedies.ARMS)
     options: dict = field(default_factory=dict)  # the arm's settings
 
     @property
@@ -86,7 +86,7 @@ def applied(variant: Variant, model):
         if variant.control == "gates_off":
             stack.enter_context(handle.gates_off())
         if variant.arm:
-            from .interventions import ARMS
+            from .remedies import ARMS
 
             if variant.arm not in ARMS:
                 raise InputError(f"unknown remedy {variant.arm!r}; known: {', '.join(sorted(ARMS))}")

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ._base import cache_length, check_strength, require_image
+from .base import cache_length, check_strength, require_image
 from .lanes import TwoLanes, duplicate
 
 DIFFUSION_STEPS = 1000

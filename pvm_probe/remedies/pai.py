@@ -43,8 +43,8 @@ from ..backbones import (
     visual_token_ids,
 )
 from ..errors import InputError
-from ._base import cache_length, check_strength, require_image
-from .key_bias import biased_implementation, register_key_logit_bias, supports
+from .base import cache_length, check_strength, require_image
+from ..key_bias import biased_implementation, register_key_logit_bias, supports
 from .lanes import TwoLanes
 
 

@@ -1,6 +1,6 @@
-"""What the interventions share: hooks that always come off, and a check for a request's image.
+"""What the remedies share: hooks that always come off, and a check for a request's image.
 
-An intervention is a context manager on a loaded model. `__enter__` installs its hooks (removing
+A remedy is a context manager on a loaded model. `__enter__` installs its hooks (removing
 what was installed if installation fails), `__exit__` removes every one of them and undoes any
 setting it changed, whether or not the body raised. Bad settings raise a one-line `InputError`
 in `__init__`, before anything touches the model.
@@ -15,11 +15,11 @@ from ..backbones import hook_sites, visual_token_ids
 from ..errors import InputError
 
 
-class Intervention:
+class Remedy:
     """Base class: subclasses implement `_install()` (calling `self._hook(...)`); `_restore()` undoes
     anything else `_install` changed."""
 
-    name = "intervention"
+    name = "remedy"
 
     def __init__(self, model: nn.Module):
         self.model = model

@@ -6,7 +6,7 @@ and come off cleanly, hooks removed even when the body raises, on every backbone
 table. `key_bias` is how an attention change is shared with the attention-mass probe.
 """
 
-from .key_bias import key_logit_bias, register_key_logit_bias
+from ..key_bias import key_logit_bias, register_key_logit_bias
 from .memvr import MemVR, retrace, top_k_entropy
 from .pai import PAI, guidance
 from .vcd import VCD, contrast, diffusion_noise, noise_schedule

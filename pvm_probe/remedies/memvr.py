@@ -39,7 +39,7 @@ from torch import nn
 from ..backbones import decoder_layers, forward_start, get_module
 from ..errors import InputError
 from ..inject import VisualMemory
-from ._base import Intervention, check_strength
+from .base import Remedy, check_strength
 
 TOP_K = 10
 ACTIVATIONS = {"silu": F.silu, None: lambda x: x}
@@ -77,7 +77,7 @@ def layer_window(num_layers: int) -> tuple[int, int]:
     return start, min(num_layers - 1, max(start + 2, round(16 * num_layers / 32)))
 
 
-class MemVR(Intervention):
+class MemVR(Remedy):
     """`with MemVR(model, ratio=0.12, threshold=0.75): model.generate(...)` (layer window scaled to depth)."""
 
     name = "MemVR"
