@@ -24,7 +24,7 @@ from torch import nn
 
 from ..backbones import attention_window, check_layers, decoder_layers, get_module
 from ..key_bias import key_logit_bias
-from ._base import IMAGE, SEGMENTS, Probe, RequestTracker, nanmean, valid_rows
+from ._base import IMAGE, SEGMENTS, HookProbe, RequestTracker, nanmean, valid_rows
 from ._io import ResultIO
 from ._rotary import rotated
 
@@ -136,7 +136,7 @@ class _Pending:
     key_bias: object = None  # a remedy's key-logit bias of the latest step (None: plain softmax)
 
 
-class VisualAttentionMass(Probe):
+class VisualAttentionMass(HookProbe):
     """Context manager recording the attention-mass split of every layer during `generate`.
 
     layers: decoder layers to record (all by default). During decoding a layer's queries are

@@ -54,10 +54,10 @@ class TwoLanes(Remedy):
     # ---- hooks ---------------------------------------------------------------------------------
     def _extend(self, _module, args, kwargs):
         if args:
-            raise InputError(f"inside {self.name}, call the model with keyword arguments (as generate does)")
+            raise InputError(f"inside {self.title}, call the model with keyword arguments (as generate does)")
         for key, value in kwargs.items():
             if isinstance(value, torch.Tensor) and key not in ROW_INPUTS + UNBATCHED + ("position_ids",):
-                raise InputError(f"{self.name} does not know how to batch the input {key!r}")
+                raise InputError(f"{self.title} does not know how to batch the input {key!r}")
         if cache_length(kwargs) == 0:
             self._start(kwargs)
         rows = kwargs.get("input_ids")

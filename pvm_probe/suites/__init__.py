@@ -1,4 +1,5 @@
-"""Suites: what to ask a model and how to score its answers (one interface, `base.Suite`).
+"""Suites: what to ask a model and how to score its answers (one interface, `base.Suite`; registered by
+name in `pvm_probe.registry.SUITES`).
 
     world    the painter world: the Blind Painter on the embedded default, scored exactly
     scenes   generated scenes of coloured shapes, for any checkpoint, scored CHAIR-style
@@ -10,7 +11,5 @@ from .images import ImagesSuite
 from .scenes.suite import ScenesSuite
 from .world.suite import WorldSuite
 
-SUITES = {"world": WorldSuite, "scenes": ScenesSuite, "images": ImagesSuite}
-
-__all__ = ["SUITES", "Answer", "Claim", "ImagesSuite", "Request", "ScenesSuite", "Suite", "WorldSuite",
+__all__ = ["Answer", "Claim", "ImagesSuite", "Request", "ScenesSuite", "Suite", "WorldSuite",
            "quarter_of"]

@@ -57,11 +57,14 @@ _SURFACE = {(*word.split()[:-1], form): category for category, words in COCO.ite
 
 class ImagesSuite(Suite):
     name = "images"
+    options = ("data", "max_new_tokens")
     claim_kinds = ("object",)
     higher_is_better = False
     words = {"metric": "hallucination rate", "claims": "object mentions"}
 
-    def __init__(self, data, max_new_tokens: int = 512):
+    def __init__(self, data=None, max_new_tokens: int = 512):
+        if data is None:
+            raise InputError("--suite images needs --data FILE.jsonl (one image + prompt per line)")
         check_int("max_new_tokens", max_new_tokens, 1)
         self.path, self.budget = Path(data), max_new_tokens
         self._offsets = _index_lines(self.path)
