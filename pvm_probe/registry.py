@@ -72,6 +72,10 @@ class Registry:
             raise InputError(f"a {self.kind} named {name!r} is already registered")
         self._targets[name] = target
 
+    def remove(self, name: str) -> None:
+        """Forget a class registered with `add`."""
+        self._targets.pop(name)
+
 
 SUITES = Registry("pvm_probe.suites", "suite", {
     "world": "pvm_probe.suites.world.suite:WorldSuite",

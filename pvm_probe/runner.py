@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .backbones import attention_window, decoder_layers, stop_token_ids, visual_token_ids
 from .errors import InputError
@@ -31,7 +32,7 @@ from .records import RecordStore
 from .registry import PROBES
 from .suites.base import Answer, Request, Suite
 from .suites.inputs import chat_inputs
-from .variants import Variant, applied
+from .variants import Applied, Variant, applied
 
 
 @dataclass
@@ -78,8 +79,8 @@ def run(model, processor, suite: Suite, variants: list[Variant], directory, conf
         left = len(mine) - store.count(variant.name, mine)
         if left:
             todo = (i for i in mine if not store.done(variant.name, i))  # lazily: memory does not grow with it
-            with applied(variant, model) as handle:
-                _run_variant(model, processor, suite, variant, handle, todo, left, store, config,
+            with applied(variant, model) as on:
+                _run_variant(model, processor, suite, variant, on, todo, left, store, config,
                              state.is_main_process, lens)
     state.wait_for_everyone()
     records = store.merge([v.name for v in variants]) if state.is_main_process else []
@@ -104,30 +105,36 @@ def _check_variants(suite: Suite, variants: list[Variant]) -> None:
                          "least 2 requests")
 
 
-def _run_variant(model, processor, suite, variant, handle, todo, left, store, config, show, lens) -> None:
+def _run_variant(model, processor, suite, variant, on, todo, left, store, config, show, lens) -> None:
     batches = iter(lambda: list(itertools.islice(todo, config.batch_size)), [])
     total = math.ceil(left / config.batch_size)
     for indices in tqdm(batches, total=total, desc=f"{suite.name}: {variant.name}",
                         disable=not (config.progress and show)):
         requests = [suite.request(i) for i in indices]
-        for record in run_batch(model, processor, suite, variant, handle, requests, config, lens):
+        for record in run_batch(model, processor, suite, variant, on, requests, config, lens):
             store.append(record)
 
 
 @torch.no_grad()
-def run_batch(model, processor, suite, variant, handle, requests: list[Request], config: RunConfig,
+def run_batch(model, processor, suite, variant, on: Applied, requests: list[Request], config: RunConfig,
               lens=None) -> list[dict]:
-    """Generate, probe and score one batch; one record per request."""
+    """Generate, probe and score one batch; one record per request. A remedy with a decoding of its own
+    decodes first; its answer is then replayed token by token under the probes, so they read its own rows."""
     inputs = chat_inputs(processor, requests, model.device)
     budget = max(suite.max_new_tokens(r) for r in requests)
     budget = min(budget, config.max_new_tokens or budget)
     explore = [b for b, r in enumerate(requests) if r.index < config.explore]
+    handle = on.handle
+    decoded = on.remedy.decode(inputs, budget) if on.remedy is not None else None  # [B, P + N] or None
     with ExitStack() as stack:
         if variant.control == "swapped_image":
             stack.enter_context(_swapped(handle, processor, suite, requests, model.device))
         probes = _enter_probes(stack, model, handle, explore, config, lens,
                                variant.control == "swapped_image") if config.probes else []
-        sequences = model.generate(**inputs, max_new_tokens=budget, do_sample=False)  # [B, P + N]
+        if decoded is None:
+            sequences = model.generate(**inputs, max_new_tokens=budget, do_sample=False)  # [B, P + N]
+        else:
+            sequences = replay(model, inputs, decoded)  # [B, P + N]
     new = sequences[:, inputs["input_ids"].shape[1]:].cpu()  # [B, N]
     lengths, stopped = answer_lengths(new, stop_token_ids(model))
     cells = visual_cells(model, inputs, requests) if probes else None
@@ -144,6 +151,29 @@ def run_batch(model, processor, suite, variant, handle, requests: list[Request],
                 record[probe.name] = section
         records.append(record)
     return records
+
+
+class ForcedTokens(LogitsProcessor):
+    """Greedy decoding that can only pick the given answer tokens: step t of row b emits answer[b, t]."""
+
+    def __init__(self, answer: torch.Tensor, prompt_width: int):
+        self.answer, self.prompt_width = answer, prompt_width  # [B, N]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1] - self.prompt_width
+        forced = torch.full_like(scores, float("-inf"))  # [B, V]
+        return forced.scatter(1, self.answer[:, t:t + 1].to(scores.device), 0.0)
+
+
+def replay(model, inputs: dict, sequences: torch.Tensor) -> torch.Tensor:
+    """Run `generate` again over answers decoded elsewhere (a remedy's own decoding), forcing each token, so
+    the probes riding on it see row t produce token t, as for any answer. Returns the same sequences."""
+    width = inputs["input_ids"].shape[1]
+    answer = sequences[:, width:]  # [B, N]
+    if answer.shape[1] == 0:
+        return sequences
+    return model.generate(**inputs, max_new_tokens=answer.shape[1], do_sample=False,
+                          logits_processor=LogitsProcessorList([ForcedTokens(answer, width)]))
 
 
 def answer_lengths(new_tokens: torch.Tensor, stop_ids: list[int]) -> tuple[list[int], list[bool]]:

@@ -122,16 +122,22 @@ def _value(text: str):
         return text
 
 
+@dataclass
+class Applied:
+    handle: object = None  # the PVM handle (None: no adapter)
+    remedy: object = None  # the active remedy (None: none)
+
+
 @contextmanager
 def applied(variant: Variant, model):
-    """Put `variant` on `model` (yields the PVM handle or None); everything comes off on exit, also on error."""
+    """Put `variant` on `model` (yields what is on: `Applied`); everything comes off on exit, also on error."""
     with ExitStack() as stack:
-        handle = None
+        on = Applied()
         if variant.adapter:
-            handle = load_pvm(model, variant.adapter)
-            stack.callback(handle.remove)
+            on.handle = load_pvm(model, variant.adapter)
+            stack.callback(on.handle.remove)
         if variant.control == "gates_off":
-            stack.enter_context(handle.gates_off())
+            stack.enter_context(on.handle.gates_off())
         if variant.remedy:
-            stack.enter_context(REMEDIES.get(variant.remedy)(model, **variant.options))
-        yield handle
+            on.remedy = stack.enter_context(REMEDIES.get(variant.remedy)(model, **variant.options))
+        yield on

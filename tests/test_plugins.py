@@ -154,3 +154,40 @@ def test_the_report_needs_only_the_records_folder(tiny_checkpoints, open_adapter
     shutil.rmtree(adapter.parent)
     build_report(out)
     assert json.loads((out / "metrics.json").read_text()) == before
+
+
+def test_a_remedy_with_its_own_decoding_is_replayed_under_the_probes(tiny_checkpoints, tmp_path):
+    """A decoding remedy's answers (here: greedy, then each answer's first token swapped for another) land in
+    the records as decoded, and the probes read those answers' own rows."""
+    from pvm_probe.loading import load_base
+    from pvm_probe.remedies.base import Remedy
+    from pvm_probe.runner import RunConfig, run
+    from pvm_probe.suites import ScenesSuite
+    from pvm_probe.variants import Variant
+
+    decoded = {}
+
+    class SwapFirst(Remedy):
+        name, title = "swap_first", "Swap first"
+
+        def _install(self):
+            pass
+
+        def decode(self, inputs, max_new_tokens):
+            sequences = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            width = inputs["input_ids"].shape[1]
+            sequences[:, width] = (sequences[:, width] + 7) % 50  # a token greedy did not choose
+            decoded["answers"] = sequences[:, width:].tolist()
+            return sequences
+
+    REMEDIES.add("swap_first", SwapFirst)
+    try:
+        model, processor = load_base(tiny_checkpoints["llava"])
+        suite = ScenesSuite(scenes=2, image_size=64, max_new_tokens=5)
+        records = run(model, processor, suite, [Variant("swap_first", remedy="swap_first")], tmp_path / "r",
+                      RunConfig(batch_size=2, progress=False))
+    finally:
+        REMEDIES.remove("swap_first")
+    for record, answer in zip(records, decoded["answers"], strict=True):
+        assert record["token_ids"] == answer[:record["n_tokens"]]
+        assert all(len(row) == record["n_tokens"] for row in record["mass"]["image"])
