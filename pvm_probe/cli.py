@@ -124,7 +124,7 @@ def paint(parser):
         job.only = None if args.compare else ("gates_off" if args.gates_off else
                                              "swapped_image" if args.swap_pvm_image else "adapter")
         metrics = (probe_job if args.probe else paint_job)(job, args.records)
-        _emit(metrics, args.json, _paint_table)
+        _emit(metrics, args.json, _probe_table if args.probe else _paint_table)
 
     return run
 
@@ -246,8 +246,8 @@ def _emit(result: dict, destination: str | None, show=None) -> None:
         atomic_write_json(destination, result)
 
 
-def _cells(values, scale: float = 100.0) -> str:
-    return "".join(f"{'-' if v is None else f'{scale * v:.1f}':>8}" for v in values)
+def _cells(values, scale: float = 100.0, digits: int = 1) -> str:
+    return "".join(f"{'-' if v is None else f'{scale * v:.{digits}f}':>8}" for v in values)
 
 
 def _paint_table(metrics: dict) -> str:
@@ -275,7 +275,7 @@ def _probe_table(metrics: dict) -> str:
             continue
         by_q = [mean_of([row[q] for row in m["claim_mass_by_quarter"]]) for q in range(4)]
         dilution = m.get("dilution", {})
-        lines.append(f"{variant[:33]:<34}{_cells(by_q, 1.0).replace('.', '.', 1)}  plateau "
+        lines.append(f"{variant[:33]:<34}{'':>8}{_cells(by_q, 1.0, 3)}  plateau "
                      f"{mean_of(dilution.get('plateau', [])) or 0:.4f} break t={mean_of(dilution.get('break_t', [])) or 0:.0f}"
                      f"  convergence {m['lens']['convergence_layer_mean'] or 0:.2f}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoints import check_fingerprint, read_adapter_meta, resolve_adapter, shipped_adapter_names
-from .errors import InputError
+from .errors import AdapterMismatchError, InputError
 from .records import RUN
 from .runner import RunConfig, describe, run
 from .suites import SUITES
@@ -77,7 +77,8 @@ def make_suite(spec: SuiteSpec, base=None):
              if getattr(spec, k) is not None}
     foreign = sorted(given - set(_SUITE_FIELDS[name]))
     if foreign:
-        raise InputError(f"{', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to --suite {name}")
+        verb = "does" if len(foreign) == 1 else "do"
+        raise InputError(f"{', '.join('--' + f.replace('_', '-') for f in foreign)} {verb} not apply to --suite {name}")
     options = {k: getattr(spec, k) for k in _SUITE_FIELDS[name] if getattr(spec, k) is not None}
     if name == "images" and "data" not in options:
         raise InputError("--suite images needs --data FILE.jsonl (one image + prompt per line)")
@@ -106,8 +107,9 @@ def variants_of(job: Job) -> list[Variant]:
 
 
 def _single(job: Job, adapters: list) -> list[Variant]:
-    if job.only == "adapter":  # each named adapter as it is, or the baseline when none is named
-        return [v for a in adapters for v in adapter_variants(a, controls=False)] or [BASELINE]
+    if job.only == "adapter":  # each named adapter as it is and each named remedy, or the baseline alone
+        chosen = [v for a in adapters for v in adapter_variants(a, controls=False)]
+        return chosen + plan(arms=job.arms, baseline=False) or [BASELINE]
     if len(adapters) != 1:
         raise InputError(f"{job.only.replace('_', ' ')} needs exactly one adapter (--pvm)")
     chosen = [v for v in adapter_variants(adapters[0]) if v.control == job.only]
@@ -116,9 +118,19 @@ def _single(job: Job, adapters: list) -> list[Variant]:
     return chosen
 
 
+LIBRARY_ONLY = "pass allow_other_weights=True to load it anyway"
+
+
 def check_adapter_fits(adapter, model) -> None:
-    """A one-line AdapterMismatchError if `adapter` was trained on another base than `model`."""
-    check_fingerprint(read_adapter_meta(adapter, check_weights=False)["base"], model)
+    """A one-line AdapterMismatchError, naming the adapter (`--pvm`), if it was trained on another base than
+    `model`. Other weights of the same shape are refused too: the gates were learned on the recorded ones."""
+    try:
+        check_fingerprint(read_adapter_meta(adapter, check_weights=False)["base"], model)
+    except AdapterMismatchError as err:
+        advice = ("run it on the base it was trained on, or train an adapter on this base (train-pvm --base); "
+                  "from Python, load_pvm(..., allow_other_weights=True) loads it anyway")
+        message = str(err).replace(f"; {LIBRARY_ONLY}", f": {advice}")
+        raise AdapterMismatchError(f"--pvm {adapter}: {message}") from None
 
 
 def open_job(job: Job):

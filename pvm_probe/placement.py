@@ -99,7 +99,22 @@ def measure_profile(job, n_blocks: int = 2) -> dict:
     from .jobs import open_job
 
     job.adapters, job.arms = [], []
+    _check_blocks(job.model.base, n_blocks)
     model, processor, suite, _ = open_job(job)
     mass = measure_mass(model, processor, suite, job.run.batch_size, job.run.max_new_tokens)  # [L, T]
     return {"base": job.model.base or "embedded default", "suite": suite.settings(), "blocks": n_blocks,
             "layers": {s: list(v) for s, v in all_placements(mass, n_blocks).items()}, **layer_scores(mass)}
+
+
+def _check_blocks(base, n_blocks: int) -> None:
+    """A one-line InputError, from the base's config.json alone, when it has fewer layers than blocks."""
+    from transformers import AutoConfig
+
+    from .errors import InputError
+    from .loading import BASELINE_DIR, check_model_dir
+
+    config = AutoConfig.from_pretrained(check_model_dir(base or BASELINE_DIR), local_files_only=True)
+    layers = config.get_text_config().num_hidden_layers
+    if not 0 < n_blocks <= layers:
+        raise InputError(f"--blocks {n_blocks}: cannot place {n_blocks} blocks in a {layers}-layer model "
+                         f"(at most {layers})")

@@ -36,7 +36,7 @@ def test_argument_errors_are_one_line_and_exit_2(argv, message, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["paint", "--length", "2", "--image-size", "64"], "--image-size do not apply to --suite world"),
+    (["paint", "--length", "2", "--image-size", "64"], "--image-size does not apply to --suite world"),
     (["paint", "--suite", "images"], "--suite images needs --data"),
     (["paint", "--gates-off", "--swap-pvm-image", "--pvm", "pvm-stage1"], "two variants"),
     (["paint", "--pvm", "no-such-adapter"], "no-such-adapter"),

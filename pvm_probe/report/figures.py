@@ -20,7 +20,8 @@ def _caption_claims(metrics: dict) -> str:
                 "another request's image; dotted: its gates off). Dilution predicts the baseline falls late while "
                 "PVM holds. If the swapped image keeps the gain, or the MLP control matches it, the gain does not "
                 "come from the image.")
-    return ("Error rate of the claims in each quarter of the answer (lower is better), all claims and by kind. "
+    return (f"{metrics['metric']['name'].capitalize()} of the claims in each quarter of the answer (lower is "
+            "better), all claims and by kind. "
             "Dilution predicts more errors late in the answer; a flat baseline means this model does not lose "
             "the image within this answer length. Hatched: the adapter reading another request's image.")
 

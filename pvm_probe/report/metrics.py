@@ -162,7 +162,7 @@ def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_be
                   adapters: dict | None = None) -> dict:
     """metrics.json (schema 2) from a run's description and records; `adapters`: variant -> adapter meta."""
     metrics = {"schema_version": SCHEMA_VERSION, "suite": run["suite"]["suite"], "base": run["base"],
-               "architecture": run["architecture"], "setting": {**run["suite"], **run["generation"]},
+               "architecture": run["architecture"], "setting": setting_of(run),
                "metric": {"name": primary_name(run["suite"], higher_is_better), "higher_is_better": higher_is_better,
                           "kinds": list(kinds)},
                "variants": {}}
@@ -178,6 +178,14 @@ def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_be
     metrics["headline"] = headline(metrics)
     metrics["paper"] = [{"what": w, "paper": v} for w, v, _ in PAPER]
     return metrics
+
+
+def setting_of(run: dict) -> dict:
+    """The suite's settings and the generation's; the answer budget is the suite's, capped by the runner's
+    (a run without a cap keeps the suite's budget rather than None)."""
+    suite, generation = run["suite"], run["generation"]
+    budgets = [b for b in (suite.get("max_new_tokens"), generation.get("max_new_tokens")) if b is not None]
+    return {**suite, **generation, "max_new_tokens": min(budgets) if budgets else None}
 
 
 def _kind(spec: dict) -> str:
@@ -230,6 +238,11 @@ def headline(metrics: dict) -> dict:
     return {"variants": rows, "controls": lines, "missing_controls": missing}
 
 
+def signed(points: float) -> str:
+    """Points with their sign to one decimal; a value that rounds to zero is +0.0, never -0.0."""
+    return f"{round(points, 1) + 0.0:+.1f}"
+
+
 def _points(sign: int, value, reference) -> float | None:
     return None if value is None or reference is None else round(100 * sign * (value - reference), 2)
 
@@ -247,18 +260,18 @@ def _control_lines(variants: dict, rows: dict) -> tuple[list[str], list[str]]:
         elif gain:
             removed = 100 * (gain - (swapped.get("gain_q4") or 0)) / gain
             lines.append(f"{name}: the swapped image removes {removed:.0f} % of its last-quarter gain "
-                         f"({gain:+.1f} -> {swapped.get('gain_q4') or 0:+.1f} points)")
+                         f"({signed(gain)} -> {signed(swapped.get('gain_q4') or 0)} points)")
         else:
             lines.append(f"{name}: no last-quarter gain to explain (gain {gain} points)")
         off = rows.get(f"{name} | gates off")
         if off is None:
             missing.append(f"gates off for {name}")
         else:
-            lines.append(f"{name}, gates off: {off.get('gain_overall') or 0:+.1f} points against the baseline "
+            lines.append(f"{name}, gates off: {signed(off.get('gain_overall') or 0)} points against the baseline "
                          "(must be 0: alpha = 0 is the backbone)")
     mlp = [n for n in adapters if variants[n].get("block") == "mlp"]
     for name in mlp:
-        lines.append(f"the MLP control {name} (same size, no image) gains {rows[name].get('gain_q4') or 0:+.1f} "
+        lines.append(f"the MLP control {name} (same size, no image) gains {signed(rows[name].get('gain_q4') or 0)} "
                      f"points in the last quarter")
     if memory and not mlp:
         missing.append("an iso-parameter MLP control adapter (train-pvm --block mlp)")

@@ -11,6 +11,7 @@ import html
 import io
 
 from .explorer import explorer_html
+from .metrics import signed
 
 WORLD_NOTE = (
     "The embedded default's text decoder attends only to its last {window} tokens (a sliding attention window, "
@@ -36,7 +37,7 @@ figure{margin:4px} figcaption{font-size:0.85em;color:#444}"""
 def _pct(value, points: bool = False) -> str:
     if value is None:
         return "-"
-    return f"{value:+.1f}" if points else f"{100 * value:.1f}"
+    return signed(value) if points else f"{100 * value + 0.0:.1f}"
 
 
 def headline_cells(row: dict) -> list[tuple[str, str]]:
@@ -118,17 +119,33 @@ def _ours(metrics: dict) -> dict:
                  for a, b in zip(variants[name]["primary_by_quarter"], base, strict=True)]
         out["MathVerse gain by answer-length quarter, 8B"] = f"{name}: {' / '.join(gains)} points"
         out["PVM parameters, 8B (layers 8, 16, 24)"] = f"{name}: {variants[name].get('num_parameters', 0):,}"
-        row = [variants["baseline"]["primary"], variants[mlp[0]]["primary"] if mlp else None, variants[name]["primary"]]
+        row = [_accuracy(variants["baseline"]), _accuracy(variants[mlp[0]]) if mlp else None,
+               _accuracy(variants[name])]
         out["controls, 8B average accuracy: baseline / iso-parameter MLP / PVM"] = (
-            f"{metrics['metric']['name']}: " + " / ".join(_pct(v) for v in row))
+            "claims correct (%): " + " / ".join(_pct(v) for v in row))
     return out
+
+
+def _setting(value) -> str:
+    """One setting for the page header: a nested one (the tuned lens's training) as `(key value, ...)`,
+    numbers to 4 significant digits."""
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in value.items()) + ")"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _accuracy(variant: dict) -> float | None:
+    """A variant's share of claims correct, an accuracy whatever the suite's primary metric (the paper's rows
+    are accuracies; an error rate beside them would read as the opposite)."""
+    return variant["claims_by_quarter"]["all"]["correct_overall"]
 
 
 def page(metrics: dict, figures: dict, records: list[dict]) -> str:
     setting = metrics["setting"]
     note = (f'<p class="note">{html.escape(WORLD_NOTE.format(window=setting.get("attention_window")))}</p>'
             if metrics["suite"] == "world" and setting.get("attention_window") else "")
-    described = ", ".join(f"{k} {v}" for k, v in setting.items() if k not in ("suite", "prompt") and v is not None)
+    described = ", ".join(f"{k} {_setting(v)}" for k, v in setting.items()
+                          if k not in ("suite", "prompt") and v is not None)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>pvm_probe dilution report</title>
 <style>{STYLE}</style></head><body>
 <h1>Visual signal dilution report</h1>
