@@ -96,7 +96,10 @@ def report(parser):
 
         job = _job(args, explore=args.explore)
         job.controls, job.tuned_lens = not args.no_controls, not args.no_tuned_lens
-        print(f"wrote {report_job(job, args.out)}")
+        page = report_job(job, args.out)
+        if (page.parent / "metrics.json").is_file():  # the main process
+            _warn("report", json.loads((page.parent / "metrics.json").read_text()))
+        print(f"wrote {page}")
 
     return run
 
@@ -124,6 +127,7 @@ def paint(parser):
         job.only = None if args.compare else ("gates_off" if args.gates_off else
                                              "swapped_image" if args.swap_pvm_image else "adapter")
         metrics = (probe_job if args.probe else paint_job)(job, args.records)
+        _warn("paint", metrics)
         _emit(metrics, args.json, _probe_table if args.probe else _paint_table)
 
     return run
@@ -143,7 +147,9 @@ def probe(parser):
         job = _job(args, default_scenes=8, explore=0)
         job.adapters = args.pvm or []
         job.only = None if args.compare else "adapter"
-        _emit(probe_job(job, args.records), args.json, _probe_table)
+        metrics = probe_job(job, args.records)
+        _warn("probe", metrics)
+        _emit(metrics, args.json, _probe_table)
 
     return run
 
@@ -232,6 +238,12 @@ def _output_arguments(parser) -> None:
     parser.add_argument("--json", type=t.output_file, help="write the metrics here ('-' for stdout)")
     parser.add_argument("--records", type=t.output_dir,
                         help="keep the per-request records in this folder (a rerun resumes there)")
+
+
+def _warn(command: str, metrics: dict) -> None:
+    """The report's warnings (e.g. no claim parsed), one line each on stderr."""
+    for warning in metrics.get("warnings", []):
+        print(f"pvm-probe {command}: warning: {warning}", file=sys.stderr)
 
 
 def _emit(result: dict, destination: str | None, show=None) -> None:

@@ -218,3 +218,137 @@ def test_an_adapter_on_changed_weights_gives_advice_a_cli_user_can_follow(open_a
     err = last_line(capsys)
     assert f"--pvm {open_adapter}: adapter was trained on other base weights" in err
     assert "run it on the base it was trained on" in err and "pass allow_other_weights=True" not in err
+
+
+# ---- reports that say nothing, without saying so -----------------------------------------------------
+@pytest.fixture(scope="module")
+def unscored(tiny_checkpoints, tmp_path_factory):
+    """A report on the tiny Qwen3-VL with an adapter over an `images` file without objects: no claim parsed
+    (and image lines have no regions). Returns (folder, stderr)."""
+    import torch
+    from conftest import open_gates, small_config
+
+    from pvm_probe import attach_pvm
+    from pvm_probe.loading import load_base
+
+    root = tmp_path_factory.mktemp("unscored")
+    for i, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (64, 64), colour).save(root / f"{i}.png")
+    (root / "data.jsonl").write_text("\n".join(json.dumps({"image": f"{i}.png", "prompt": "Describe."})
+                                               for i in range(2)))
+    model, _ = load_base(tiny_checkpoints["qwen3_vl"])
+    torch.manual_seed(0)
+    handle = attach_pvm(model, small_config())
+    open_gates(handle)
+    handle.save(root / "adapter")
+    handle.remove()
+    capture = pytest.MonkeyPatch()
+    import io
+    import sys
+    err = io.StringIO()
+    capture.setattr(sys, "stderr", err)
+    try:
+        argv = ["report", "--base", str(tiny_checkpoints["qwen3_vl"]), "--data", str(root / "data.jsonl"),
+                "--max-new-tokens", "8", "--pvm", str(root / "adapter"), "--no-tuned-lens", "--explore", "1",
+                "--out", str(root / "report")]
+        assert main(argv) == 0
+    finally:
+        capture.undo()
+    return root / "report", err.getvalue()
+
+
+def _texts(fig) -> list[str]:
+    return [" ".join(t.get_text().split()) for ax in fig.axes for t in ax.texts]
+
+
+def test_a_report_without_claims_warns_on_the_page_and_the_cli(unscored):
+    folder, stderr = unscored
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert len(metrics["warnings"]) == 1 and metrics["warnings"][0].startswith("no claim was parsed in any answer")
+    assert 'lines without "objects" are not scored' in metrics["warnings"][0]
+    assert f"pvm-probe report: warning: {metrics['warnings'][0]}" in stderr
+    page = (folder / "report.html").read_text()
+    assert '<div class="note" id="warnings">' in page and "no claim was parsed in any answer" in page
+
+
+def test_a_report_with_claims_has_no_warning(probed):
+    assert probed["warnings"] == []
+
+
+def test_the_browser_check_reports_the_pages_warnings():
+    from pvm_probe.report.browser import warning_problems
+
+    assert warning_problems([], []) == []
+    assert warning_problems(["w"], ["w"]) == ["the page warns: w"]
+    assert warning_problems(["w"], []) == ["metrics.json warns, the page does not: w"]
+
+
+def test_the_browser_check_of_a_report_without_claims_is_not_ok(unscored):
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from pvm_probe.report.browser import check_report
+
+    problems = check_report(unscored[0] / "report.html")
+    assert problems and problems[0].startswith("the page warns: no claim was parsed in any answer")
+
+
+def test_empty_panels_say_n_is_zero(unscored):
+    from pvm_probe.records import read_records
+    from pvm_probe.report.figures import report_figures
+
+    folder = unscored[0]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    figures = report_figures(metrics, read_records(folder / "records.jsonl"), {})
+    assert _texts(figures["claims_by_quarter"][0]) == ["no claims in any variant (n = 0)",
+                                                       "no object claims in any variant (n = 0)"]
+    assert _texts(figures["claim_mass_by_quarter"][0]) == ["no claims in this variant (n = 0)"] * 4
+    assert "no claims in any variant (n = 0)" in _texts(figures["accuracy_vs_mass"][0])
+
+
+def test_quarters_without_claims_say_n_is_zero(probed):
+    from pvm_probe.plots.report import claim_mass_by_quarter, claims_by_quarter
+
+    metrics = json.loads(json.dumps(probed))
+    table = metrics["variants"]["baseline"]["claims_by_quarter"]["all"]
+    table["n"], table["error_rate"] = [3, 0, 2, 0], [0.5, None, 0.5, None]
+    assert _texts(claims_by_quarter(metrics)).count("n = 0") >= 2
+    assert _texts(claim_mass_by_quarter(metrics)) == ["n = 0", "n = 0"]
+
+
+def test_suites_without_regions_leave_out_the_region_panel_and_say_why(unscored):
+    from pvm_probe.records import read_records
+    from pvm_probe.report.figures import report_figures
+
+    folder = unscored[0]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    figures = report_figures(metrics, read_records(folder / "records.jsonl"), {})
+    gates, caption = figures["pvm_gates"]
+    assert [ax.get_title() for ax in gates.axes] == ["|alpha h_pvm| / |x|", "attention entropy (nats)"]
+    assert "claims name no image region" in caption and "dotted: chance" not in caption
+
+
+def test_scenes_keep_the_region_panel(probed):
+    from pvm_probe.plots.report import pvm_gates
+
+    metrics = json.loads(json.dumps(probed))
+    metrics["variants"]["a"] = {"pvm": {"layers": [1], "injection_ratio_by_quarter": [[0.1] * 4],
+                                        "entropy_by_quarter": [[1.0] * 4],
+                                        "on_claimed_region_by_quarter": [[0.3, None, 0.2, 0.1]],
+                                        "claimed_region_chance": 0.1}}
+    assert [ax.get_title() for ax in pvm_gates(metrics).axes][-1] == "weight on the claimed region"
+
+
+# ---- training curves ----------------------------------------------------------------------------------
+def test_stage2_training_curves_plot_loss_linearly_and_the_reward():
+    from pvm_probe.checkpoints import SHIPPED_ADAPTERS
+    from pvm_probe.plots.report import training_curves
+
+    logs = {name: json.loads((SHIPPED_ADAPTERS / name / "train_log.json").read_text())
+            for name in ("pvm-stage1", "pvm-stage2")}
+    axes = {ax.get_title(): ax for ax in training_curves(logs).axes}
+    assert list(axes) == ["Stage I loss", "Stage II loss", "Stage II reward"]
+    assert axes["Stage I loss"].get_yscale() == "log" and axes["Stage II loss"].get_yscale() == "linear"
+    for title, key in (("Stage II loss", "loss"), ("Stage II reward", "reward")):
+        (line,) = axes[title].get_lines()
+        assert list(line.get_ydata()) == [e[key] for e in logs["pvm-stage2"] if key in e]
+        assert axes[title].get_ylim()[0] <= min(line.get_ydata()) <= max(line.get_ydata()) <= axes[title].get_ylim()[1]

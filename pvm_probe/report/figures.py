@@ -56,12 +56,20 @@ CAPTIONS = {
         "PVM blocks, named by the decoder layer they sit in: the size of the injection relative to the residual "
         "stream, the entropy of PVM's attention over the image tokens, and its weight on the image region the "
         "claim is about (dotted: chance, the region's share of the tokens), by quarter. PVM retrieves when that "
-        "weight is well above chance where the backbone's own share has fallen."),
+        "weight is well above chance where the backbone's own share has fallen." if plots.has_regions(m) else
+        "PVM blocks, named by the decoder layer they sit in: the size of the injection relative to the residual "
+        "stream and the entropy of PVM's attention over the image tokens, by quarter. This suite's claims name no "
+        "image region (an images line lists objects, not where they are), so PVM's weight on the claimed region "
+        "is not measured here; the scenes suite measures it."),
     "retrieval_overlay": lambda m: (
         "Where PVM looks at the last claim of one answer: each block's attention over the image tokens (brighter = "
         "more), beside the backbone's own attention on the image at the same token; the claimed region is "
         "outlined. Retrieval means PVM's weight sits on the outlined region; a diffuse map means PVM re-injects the "
-        "whole image rather than the part the text is about."),
+        "whole image rather than the part the text is about." if plots.has_regions(m) else
+        "Where PVM looks at the last claim of one answer: each block's attention over the image tokens (brighter = "
+        "more), beside the backbone's own attention on the image at the same token. This suite's claims name no "
+        "image region, so none is outlined: read whether PVM's weight sits on the object the claim names or "
+        "spreads over the whole image."),
     "remedies": lambda m: (
         "PVM against the training-free remedies (dashed: VCD, contrast with a noised image; PAI, more attention on "
         "the image plus text-free guidance; MemVR, the visual tokens re-injected as FFN memory when a layer is "
@@ -69,8 +77,10 @@ CAPTIONS = {
         "attention on the image. A remedy that only re-weights attention or logits cannot help where that share "
         "is 0 (the image is out of reach); one that re-injects the image might."),
     "training_curves": lambda m: (
-        "Training loss of each adapter (Trainer logs). A loss that never left its plateau means the adapter "
-        "learned nothing, whatever the other figures show."),
+        "Training logs of each adapter: the Stage I (SFT) loss on a log axis; for a Stage II (GRPO) adapter its "
+        "loss on a linear axis (GRPO's loss is near 0, and may be negative, whatever it learns) and the mean "
+        "reward per log step, which is what Stage II optimises. A Stage I loss that never left its plateau, or a "
+        "reward that never rose, means the adapter learned nothing, whatever the other figures show."),
 }
 
 

@@ -177,7 +177,24 @@ def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_be
     metrics["image_leaves_window_at"] = _window_exit(metrics)
     metrics["headline"] = headline(metrics)
     metrics["paper"] = [{"what": w, "paper": v} for w, v, _ in PAPER]
+    metrics["warnings"] = warnings_of(metrics)
     return metrics
+
+
+def warnings_of(metrics: dict) -> list[str]:
+    """What a reader must know before the numbers: the variants in which no claim was parsed (their headline
+    is all "-" and their claim panels are empty)."""
+    empty = [n for n, m in metrics["variants"].items() if not sum(m["claims_by_quarter"]["all"]["n"])]
+    if not empty:
+        return []
+    hint = ("; lines without \"objects\" are not scored: give each line the objects truly present"
+            if metrics["suite"] == "images" else "")
+    if len(empty) < len(metrics["variants"]):
+        return [f"no claim was parsed in the answers of {', '.join(empty)}: their headline rows and claim panels "
+                f"are empty{hint}"]
+    return [f"no claim was parsed in any answer: the headline and the claim panels are empty, and nothing here "
+            f"tells right from wrong; the {metrics['suite']} suite found nothing to score in the answers "
+            f"(read a few in records.jsonl){hint}"]
 
 
 def setting_of(run: dict) -> dict:

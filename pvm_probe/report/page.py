@@ -64,6 +64,14 @@ def headline_html(metrics: dict) -> str:
 <ul>{lines}</ul>{missing}</div>"""
 
 
+def warnings_html(metrics: dict) -> str:
+    """The report's warnings (metrics.json `warnings`), above the headline."""
+    if not metrics.get("warnings"):
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in metrics["warnings"])
+    return f'<div class="note" id="warnings"><b>Warning</b><ul>{items}</ul></div>'
+
+
 def _png_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
@@ -151,6 +159,6 @@ def page(metrics: dict, figures: dict, records: list[dict]) -> str:
 <h1>Visual signal dilution report</h1>
 <p>Base: {html.escape(metrics['base'])} ({html.escape(metrics['architecture'])}); suite
 <b>{html.escape(metrics['suite'])}</b>: {html.escape(described)}.</p>
-{note}{headline_html(metrics)}{_figure_sections(figures, {"logit_lens": lens_table(metrics)})}
+{note}{warnings_html(metrics)}{headline_html(metrics)}{_figure_sections(figures, {"logit_lens": lens_table(metrics)})}
 {explorer_html(records)}{_paper_table(metrics)}
 </body></html>"""
