@@ -352,3 +352,28 @@ def test_stage2_training_curves_plot_loss_linearly_and_the_reward():
         (line,) = axes[title].get_lines()
         assert list(line.get_ydata()) == [e[key] for e in logs["pvm-stage2"] if key in e]
         assert axes[title].get_ylim()[0] <= min(line.get_ydata()) <= max(line.get_ydata()) <= axes[title].get_ylim()[1]
+
+
+# ---- the library path refuses what the CLI refuses ----------------------------------------------------
+@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen2_5_vl", "llava"])
+def test_generate_with_pvm_refuses_non_finite_pixels(arch):
+    import torch
+    from conftest import open_gates, small_config
+
+    from pvm_probe import attach_pvm
+    from pvm_probe.zoo import Image as PatchGrid
+    from pvm_probe.zoo import fake_request, tiny_model
+
+    model = tiny_model(arch)
+    handle = attach_pvm(model, small_config())
+    open_gates(handle)
+    try:
+        batch = fake_request(model, [PatchGrid(4, 4), PatchGrid(4, 4)])
+        batch["pixel_values"][0] = float("nan")  # image 0's first patch (Qwen) or whole image (LLaVA)
+        with pytest.raises(InputError, match=r"non-finite visual tokens \(NaN or inf\) in request row\(s\) \[0"):
+            model.generate(**batch, max_new_tokens=2, do_sample=False)
+        clean = fake_request(model, [PatchGrid(4, 4), PatchGrid(4, 4)])
+        logits = model(**clean).logits  # the same handle serves the next request
+        assert torch.isfinite(logits).all()
+    finally:
+        handle.remove()
