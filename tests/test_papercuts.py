@@ -377,3 +377,39 @@ def test_generate_with_pvm_refuses_non_finite_pixels(arch):
         assert torch.isfinite(logits).all()
     finally:
         handle.remove()
+
+
+# ---- probe definition: a generated placeholder is not an image key ------------------------------------
+@pytest.mark.parametrize("arch", ["qwen3_vl", "llava"])
+def test_a_generated_image_placeholder_is_not_an_image_key(arch):
+    """Generation forced to write the image placeholder at step 1: from step 2 on the probe's image share
+    equals eager attention summed over the prompt's image positions only (not over the generated one)."""
+    import numpy as np
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from pvm_probe.probes import VisualAttentionMass
+    from pvm_probe.probes._base import SEGMENTS
+    from pvm_probe.zoo import IMAGE_TOKEN, fake_request, tiny_model
+    from pvm_probe.zoo import Image as PatchGrid
+
+    class WritePlaceholder(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] == prompt + 1:  # step 1
+                scores = torch.full_like(scores, -torch.inf)
+                scores[:, IMAGE_TOKEN] = 0.0
+            return scores
+
+    model = tiny_model(arch, attn="eager")
+    batch = fake_request(model, [PatchGrid(4, 4), PatchGrid(2, 4)], prompt_len=5)
+    prompt = batch["input_ids"].shape[1]
+    with VisualAttentionMass(model) as mass, torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False, output_attentions=True,
+                             return_dict_in_generate=True, logits_processor=LogitsProcessorList([WritePlaceholder()]))
+    assert (out.sequences[:, prompt + 1] == IMAGE_TOKEN).all()  # the answer holds a placeholder
+    image = batch["input_ids"] == IMAGE_TOKEN  # [B, P] the prompt's image positions
+    shares = mass.result.shares[..., SEGMENTS.index("image")]  # [B, L, H, T]
+    for t in range(2, 5):  # queries that see the generated placeholder as a key
+        for layer, weights in enumerate(out.attentions[t]):  # [B, H, 1, P + t]
+            expected = (weights[:, :, -1, :prompt] * image[:, None, :]).sum(-1)  # [B, H]
+            np.testing.assert_allclose(shares[:, layer, :, t], expected.numpy(), atol=1e-5)
