@@ -413,3 +413,16 @@ def test_a_generated_image_placeholder_is_not_an_image_key(arch):
         for layer, weights in enumerate(out.attentions[t]):  # [B, H, 1, P + t]
             expected = (weights[:, :, -1, :prompt] * image[:, None, :]).sum(-1)  # [B, H]
             np.testing.assert_allclose(shares[:, layer, :, t], expected.numpy(), atol=1e-5)
+
+
+def test_stage2_prints_no_future_warning(tmp_path, capsys):
+    """TRL reads transformers' deprecated `is_gradient_checkpointing` each generation round: the run says
+    nothing of it (the warning was printed three times per run)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train-pvm", "--out", str(tmp_path / "s2"), "--stage", "2", "--init", "pvm-stage1",
+                     "--steps", "2", "--batch-size", "4", "--num-generations", "4", "--fillers", "said",
+                     "--max-gap", "0", "--lr", "1e-5", "--log-every", "1"]) == 0
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
