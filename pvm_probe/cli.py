@@ -96,8 +96,10 @@ def report(parser):
 
         job = _job(args, explore=args.explore)
         job.controls, job.tuned_lens = not args.no_controls, not args.no_tuned_lens
+        from accelerate import PartialState
+
         page = report_job(job, args.out)
-        if (page.parent / "metrics.json").is_file():  # the main process
+        if PartialState().is_main_process:  # the one that wrote the report
             _warn("report", json.loads((page.parent / "metrics.json").read_text()))
         print(f"wrote {page}")
 

@@ -308,7 +308,8 @@ def training_curves(logs: dict[str, list[dict]]):
         for name in names:
             points = [(e["step"], e[key]) for e in logs[name] if key in e and "step" in e]
             if points:
-                ax.plot(*zip(*points, strict=True), color=styles[name]["color"], label=name, lw=1, marker=".")
+                ax.plot(*zip(*points, strict=True), color=styles[name]["color"], label=name, lw=1,
+                        marker="." if len(points) <= 50 else None)  # a short log's points stay visible
         ax.set_yscale(scale)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
