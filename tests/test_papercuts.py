@@ -283,6 +283,7 @@ def test_the_browser_check_reports_the_pages_warnings():
     assert warning_problems(["w"], []) == ["metrics.json warns, the page does not: w"]
 
 
+@pytest.mark.slow
 def test_the_browser_check_of_a_report_without_claims_is_not_ok(unscored):
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
@@ -415,6 +416,7 @@ def test_a_generated_image_placeholder_is_not_an_image_key(arch):
             np.testing.assert_allclose(shares[:, layer, :, t], expected.numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stage2_prints_no_future_warning(tmp_path, capsys):
     """TRL reads transformers' deprecated `is_gradient_checkpointing` each generation round: the run says
     nothing of it (the warning was printed three times per run)."""

@@ -158,7 +158,7 @@ def test_jobs_refuse_the_world_on_a_foreign_base_before_loading_weights(tiny_che
     job = Job(model=ModelSpec(base=str(tiny_checkpoints["llava"])), suite=SuiteSpec(name="world"))
     with pytest.raises(InputError, match="needs its own vocabulary"):
         open_job(job)
-    with pytest.raises(InputError, match="--length do not apply to --suite scenes"):
+    with pytest.raises(InputError, match="--length does not apply to --suite scenes"):
         open_job(Job(model=ModelSpec(base=str(tiny_checkpoints["llava"])), suite=SuiteSpec(length=2)))
 
 
