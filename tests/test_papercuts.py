@@ -428,3 +428,15 @@ def test_stage2_prints_no_future_warning(tmp_path, capsys):
                      "--steps", "2", "--batch-size", "4", "--num-generations", "4", "--fillers", "said",
                      "--max-gap", "0", "--lr", "1e-5", "--log-every", "1"]) == 0
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+
+
+def test_the_overlay_of_a_claim_without_region_says_so():
+    from pvm_probe.plots.report import retrieval_overlay
+    from pvm_probe.report.figures import CAPTIONS
+
+    cells = [[0, 0, 0.5, 1], [0.5, 0, 1, 1]]
+    fig = retrieval_overlay(Image.new("RGB", (32, 32)), cells, {"PVM block at layer 1": [0.2, 0.8]}, [], "t")
+    assert fig.axes[0].get_title() == "image (the claim names no region)"
+    metrics = {"variants": {"a": {"pvm": {"on_claimed_region_by_quarter": [[None] * 4]}}}}
+    caption = CAPTIONS["retrieval_overlay"](metrics)
+    assert "claims name no image region, so none is outlined" in caption and "region is outlined" not in caption
