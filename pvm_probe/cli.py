@@ -84,7 +84,12 @@ def report(parser):
 
         job = _job(args, explore=args.explore)
         job.controls, job.tuned_lens = not args.no_controls, not args.no_tuned_lens
-        print(f"wrote {report_job(job, args.out)}")
+        from accelerate import PartialState
+
+        page = report_job(job, args.out)
+        if PartialState().is_main_process:  # the one that wrote the report
+            _warn("report", json.loads((page.parent / "metrics.json").read_text()))
+        print(f"wrote {page}")
 
     return run
 
@@ -112,7 +117,8 @@ def paint(parser):
         job.only = None if args.compare else ("gates_off" if args.gates_off else
                                              "swapped_image" if args.swap_pvm_image else "adapter")
         metrics = (probe_job if args.probe else paint_job)(job, args.records)
-        _emit(metrics, args.json, _paint_table)
+        _warn("paint", metrics)
+        _emit(metrics, args.json, _probe_table if args.probe else _paint_table)
 
     return run
 
@@ -131,7 +137,9 @@ def probe(parser):
         job = _job(args, default_scenes=8, explore=0)
         job.adapters = args.pvm or []
         job.only = None if args.compare else "adapter"
-        _emit(probe_job(job, args.records), args.json, _probe_table)
+        metrics = probe_job(job, args.records)
+        _warn("probe", metrics)
+        _emit(metrics, args.json, _probe_table)
 
     return run
 
@@ -222,6 +230,12 @@ def _output_arguments(parser) -> None:
                         help="keep the per-request records in this folder (a rerun resumes there)")
 
 
+def _warn(command: str, metrics: dict) -> None:
+    """The report's warnings (e.g. no claim parsed), one line each on stderr."""
+    for warning in metrics.get("warnings", []):
+        print(f"pvm-probe {command}: warning: {warning}", file=sys.stderr)
+
+
 def _emit(result: dict, destination: str | None, show=None) -> None:
     """'-': the whole result as JSON on stdout; otherwise print `show(result)` and write the file if asked."""
     from .io import atomic_write_json
@@ -234,8 +248,8 @@ def _emit(result: dict, destination: str | None, show=None) -> None:
         atomic_write_json(destination, result)
 
 
-def _cells(values, scale: float = 100.0) -> str:
-    return "".join(f"{'-' if v is None else f'{scale * v:.1f}':>8}" for v in values)
+def _cells(values, scale: float = 100.0, digits: int = 1) -> str:
+    return "".join(f"{'-' if v is None else f'{scale * v:.{digits}f}':>8}" for v in values)
 
 
 def _paint_table(metrics: dict) -> str:
@@ -263,7 +277,7 @@ def _probe_table(metrics: dict) -> str:
             continue
         by_q = [mean_of([row[q] for row in m["claim_mass_by_quarter"]]) for q in range(4)]
         dilution = m.get("dilution", {})
-        lines.append(f"{variant[:33]:<34}{_cells(by_q, 1.0).replace('.', '.', 1)}  plateau "
+        lines.append(f"{variant[:33]:<34}{'':>8}{_cells(by_q, 1.0, 3)}  plateau "
                      f"{mean_of(dilution.get('plateau', [])) or 0:.4f} break t={mean_of(dilution.get('break_t', [])) or 0:.0f}"
                      f"  convergence {m['lens']['convergence_layer_mean'] or 0:.2f}")
     return "\n".join(lines)

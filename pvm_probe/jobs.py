@@ -19,15 +19,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoints import (
-    AdapterMismatchError,
-    check_fingerprint,
-    read_adapter_meta,
-    resolve_adapter,
-    shipped_adapter_names,
-)
-from .errors import InputError
-from .loading import load_base
+from transformers import AutoConfig
+
+from .checkpoints import check_fingerprint, read_adapter_meta, resolve_adapter, shipped_adapter_names
+from .errors import AdapterMismatchError, InputError
+from .loading import BASELINE_DIR, check_model_dir, load_base
 from .placement import all_placements, layer_scores, measure_mass
 from .probes.tuned_lens import LensData, TunedLens, record_generations
 from .records import RECORDS, RUN, compatible
@@ -86,8 +82,9 @@ def variants_of(job: Job) -> list[Variant]:
 
 
 def _single(job: Job, adapters: list) -> list[Variant]:
-    if job.only == "adapter":  # each named adapter as it is, or the baseline when none is named
-        return [v for a in adapters for v in adapter_variants(a, controls=False)] or [BASELINE]
+    if job.only == "adapter":  # each named adapter as it is and each named remedy, or the baseline alone
+        chosen = [v for a in adapters for v in adapter_variants(a, controls=False)]
+        return chosen + plan(remedies=job.remedies, baseline=False) or [BASELINE]
     if len(adapters) != 1:
         raise InputError(f"{job.only.replace('_', ' ')} needs exactly one adapter (--pvm)")
     chosen = [v for v in adapter_variants(adapters[0]) if v.control == job.only]
@@ -96,9 +93,19 @@ def _single(job: Job, adapters: list) -> list[Variant]:
     return chosen
 
 
+LIBRARY_ONLY = "pass allow_other_weights=True to load it anyway"
+
+
 def check_adapter_fits(adapter, model) -> None:
-    """A one-line AdapterMismatchError if `adapter` was trained on another base than `model`."""
-    check_fingerprint(read_adapter_meta(adapter, check_weights=False)["base"], model)
+    """A one-line AdapterMismatchError, naming the adapter (`--pvm`), if it was trained on another base than
+    `model`. Other weights of the same shape are refused too: the gates were learned on the recorded ones."""
+    try:
+        check_fingerprint(read_adapter_meta(adapter, check_weights=False)["base"], model)
+    except AdapterMismatchError as err:
+        advice = ("run it on the base it was trained on, or train an adapter on this base (train-pvm --base); "
+                  "from Python, load_pvm(..., allow_other_weights=True) loads it anyway")
+        message = str(err).replace(f"; {LIBRARY_ONLY}", f": {advice}")
+        raise AdapterMismatchError(f"--pvm {adapter}: {message}") from None
 
 
 def open_job(job: Job):
@@ -200,7 +207,17 @@ def measure_profile(job, n_blocks: int = 2) -> dict:
     """Load a job's base, measure its profile on the job's suite, and return every strategy's layers with what
     they ranked."""
     job.adapters, job.remedies = [], []
+    _check_blocks(job.model.base, n_blocks)
     model, processor, suite, _ = open_job(job)
     mass = measure_mass(model, processor, suite, job.run.batch_size, job.run.max_new_tokens)  # [L, T]
     return {"base": job.model.base or "embedded default", "suite": suite.settings(), "blocks": n_blocks,
             "layers": {s: list(v) for s, v in all_placements(mass, n_blocks).items()}, **layer_scores(mass)}
+
+
+def _check_blocks(base, n_blocks: int) -> None:
+    """A one-line InputError, from the base's config.json alone, when it has fewer layers than blocks."""
+    config = AutoConfig.from_pretrained(check_model_dir(base or BASELINE_DIR), local_files_only=True)
+    layers = config.get_text_config().num_hidden_layers
+    if not 0 < n_blocks <= layers:
+        raise InputError(f"--blocks {n_blocks}: cannot place {n_blocks} blocks in a {layers}-layer model "
+                         f"(at most {layers})")

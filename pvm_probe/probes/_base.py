@@ -76,7 +76,8 @@ class RequestTracker:
     each row's answer ended.
 
     `segment` [B, S] (int8) labels every key in the KV cache: IMAGE / PROMPT / GENERATED / FIRST
-    (first attended token, the attention sink) / PAD. `onehot(S)` gives its first S columns as float32
+    (first attended token, the attention sink) / PAD. IMAGE marks the prompt's image placeholders only: one the
+    model generates is GENERATED (as `image_key_weights` has it: not a patch). `onehot(S)` gives its first S columns as float32
     one-hot rows [B, S, 4] (zero rows at padding). `step` counts forwards within the request (0 = prefill).
     `lengths()` [B]: rows (forwards) that belong to each answer: up to and including the forward that
     produced its first stop token (`stop_token_ids` of the model's generation config); the steps `generate`
@@ -112,8 +113,8 @@ class RequestTracker:
         self._ended = torch.full((len(seg),), -1)
 
     def _extend(self, start) -> None:
+        # a generated image placeholder is text the model wrote, not a patch: image keys are the prompt's only
         seg = torch.full(start.visual.shape, GENERATED, dtype=torch.int8, device=start.visual.device)  # [B, n]
-        seg[start.visual] = IMAGE
         seg[~start.real] = PAD
         self.segment = torch.cat([self.segment, seg], dim=1)
         self.step += 1

@@ -18,7 +18,8 @@ def _caption_claims(metrics: dict) -> str:
                 "another request's image; dotted: its gates off). Dilution predicts the baseline falls late while "
                 "PVM holds. If the swapped image keeps the gain, or the MLP control matches it, the gain does not "
                 "come from the image.")
-    return ("Error rate of the claims in each quarter of the answer (lower is better), all claims and by kind. "
+    return (f"{metrics['metric']['name'].capitalize()} of the claims in each quarter of the answer (lower is "
+            "better), all claims and by kind. "
             "Dilution predicts more errors late in the answer; a flat baseline means this model does not lose "
             "the image within this answer length. Hatched: the adapter reading another request's image.")
 
@@ -32,8 +33,10 @@ CAPTIONS = {
         "attention on the image. A remedy that only re-weights attention or logits cannot help where that share "
         "is 0 (the image is out of reach); one that re-injects the image might."),
     "training_curves": lambda m: (
-        "Training loss of each adapter (Trainer logs). A loss that never left its plateau means the adapter "
-        "learned nothing, whatever the other figures show."),
+        "Training logs of each adapter: the Stage I (SFT) loss on a log axis; for a Stage II (GRPO) adapter its "
+        "loss on a linear axis (GRPO's loss is near 0, and may be negative, whatever it learns) and the mean "
+        "reward per log step, which is what Stage II optimises. A Stage I loss that never left its plateau, or a "
+        "reward that never rose, means the adapter learned nothing, whatever the other figures show."),
 }
 
 

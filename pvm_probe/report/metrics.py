@@ -75,7 +75,7 @@ PAPER = [  # the paper's reported numbers (Qwen3-VL), for side-by-side reading o
 def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_better: bool) -> dict:
     """metrics.json (schema 2) from a run's description (run.json) and records: nothing else is read."""
     metrics = {"schema_version": SCHEMA_VERSION, "suite": run["suite"]["suite"], "base": run["base"],
-               "architecture": run["architecture"], "setting": {**run["suite"], **run["generation"]},
+               "architecture": run["architecture"], "setting": setting_of(run),
                "metric": {"name": primary_name(run["suite"], higher_is_better), "higher_is_better": higher_is_better,
                           "kinds": list(kinds)},
                "variants": {}}
@@ -89,7 +89,32 @@ def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_be
     metrics["image_leaves_window_at"] = _window_exit(metrics)
     metrics["headline"] = headline(metrics)
     metrics["paper"] = [{"what": w, "paper": v} for w, v, _ in PAPER]
+    metrics["warnings"] = warnings_of(metrics)
     return metrics
+
+
+def warnings_of(metrics: dict) -> list[str]:
+    """What a reader must know before the numbers: the variants in which no claim was parsed (their headline
+    is all "-" and their claim panels are empty)."""
+    empty = [n for n, m in metrics["variants"].items() if not sum(m["claims_by_quarter"]["all"]["n"])]
+    if not empty:
+        return []
+    hint = ("; lines without \"objects\" are not scored: give each line the objects truly present"
+            if metrics["suite"] == "images" else "")
+    if len(empty) < len(metrics["variants"]):
+        return [f"no claim was parsed in the answers of {', '.join(empty)}: their headline rows and claim panels "
+                f"are empty{hint}"]
+    return [f"no claim was parsed in any answer: the headline and the claim panels are empty, and nothing here "
+            f"tells right from wrong; the {metrics['suite']} suite found nothing to score in the answers "
+            f"(read a few in records.jsonl){hint}"]
+
+
+def setting_of(run: dict) -> dict:
+    """The suite's settings and the generation's; the answer budget is the suite's, capped by the runner's
+    (a run without a cap keeps the suite's budget rather than None)."""
+    suite, generation = run["suite"], run["generation"]
+    budgets = [b for b in (suite.get("max_new_tokens"), generation.get("max_new_tokens")) if b is not None]
+    return {**suite, **generation, "max_new_tokens": min(budgets) if budgets else None}
 
 
 def _kind(spec: dict) -> str:
@@ -142,6 +167,11 @@ def headline(metrics: dict) -> dict:
     return {"variants": rows, "controls": lines, "missing_controls": missing}
 
 
+def signed(points: float) -> str:
+    """Points with their sign to one decimal; a value that rounds to zero is +0.0, never -0.0."""
+    return f"{round(points, 1) + 0.0:+.1f}"
+
+
 def _points(sign: int, value, reference) -> float | None:
     return None if value is None or reference is None else round(100 * sign * (value - reference), 2)
 
@@ -159,18 +189,18 @@ def _control_lines(variants: dict, rows: dict) -> tuple[list[str], list[str]]:
         elif gain:
             removed = 100 * (gain - (swapped.get("gain_q4") or 0)) / gain
             lines.append(f"{name}: the swapped image removes {removed:.0f} % of its last-quarter gain "
-                         f"({gain:+.1f} -> {swapped.get('gain_q4') or 0:+.1f} points)")
+                         f"({signed(gain)} -> {signed(swapped.get('gain_q4') or 0)} points)")
         else:
             lines.append(f"{name}: no last-quarter gain to explain (gain {gain} points)")
         off = rows.get(f"{name} | gates off")
         if off is None:
             missing.append(f"gates off for {name}")
         else:
-            lines.append(f"{name}, gates off: {off.get('gain_overall') or 0:+.1f} points against the baseline "
+            lines.append(f"{name}, gates off: {signed(off.get('gain_overall') or 0)} points against the baseline "
                          "(must be 0: alpha = 0 is the backbone)")
     mlp = [n for n in adapters if variants[n].get("block") == "mlp"]
     for name in mlp:
-        lines.append(f"the MLP control {name} (same size, no image) gains {rows[name].get('gain_q4') or 0:+.1f} "
+        lines.append(f"the MLP control {name} (same size, no image) gains {signed(rows[name].get('gain_q4') or 0)} "
                      f"points in the last quarter")
     if memory and not mlp:
         missing.append("an iso-parameter MLP control adapter (train-pvm --block mlp)")

@@ -11,6 +11,7 @@ import html
 import io
 
 from .explorer import explorer_html
+from .metrics import signed
 
 WORLD_NOTE = (
     "The embedded default's text decoder attends only to its last {window} tokens (a sliding attention window, "
@@ -36,7 +37,7 @@ figure{margin:4px} figcaption{font-size:0.85em;color:#444}"""
 def _pct(value, points: bool = False) -> str:
     if value is None:
         return "-"
-    return f"{value:+.1f}" if points else f"{100 * value:.1f}"
+    return signed(value) if points else f"{100 * value + 0.0:.1f}"
 
 
 def headline_cells(row: dict) -> list[tuple[str, str]]:
@@ -61,6 +62,14 @@ def headline_html(metrics: dict) -> str:
 <table><tr><th>variant</th><th>{html.escape(name)}, Q1 (%)</th><th>Q4 (%)</th><th>overall (%)</th>
 <th>image share, last quarter</th><th>gain, Q4 (points)</th><th>gain, overall (points)</th></tr>{''.join(rows)}</table>
 <ul>{lines}</ul>{missing}</div>"""
+
+
+def warnings_html(metrics: dict) -> str:
+    """The report's warnings (metrics.json `warnings`), above the headline."""
+    if not metrics.get("warnings"):
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in metrics["warnings"])
+    return f'<div class="note" id="warnings"><b>Warning</b><ul>{items}</ul></div>'
 
 
 def _png_uri(fig) -> str:
@@ -97,22 +106,38 @@ def _ours(metrics: dict) -> dict:
                  for a, b in zip(variants[name]["primary_by_quarter"], base, strict=True)]
         out["MathVerse gain by answer-length quarter, 8B"] = f"{name}: {' / '.join(gains)} points"
         out["PVM parameters, 8B (layers 8, 16, 24)"] = f"{name}: {variants[name].get('num_parameters', 0):,}"
-        row = [variants["baseline"]["primary"], variants[mlp[0]]["primary"] if mlp else None, variants[name]["primary"]]
+        row = [_accuracy(variants["baseline"]), _accuracy(variants[mlp[0]]) if mlp else None,
+               _accuracy(variants[name])]
         out["controls, 8B average accuracy: baseline / iso-parameter MLP / PVM"] = (
-            f"{metrics['metric']['name']}: " + " / ".join(_pct(v) for v in row))
+            "claims correct (%): " + " / ".join(_pct(v) for v in row))
     return out
+
+
+def _setting(value) -> str:
+    """One setting for the page header: a nested one (the tuned lens's training) as `(key value, ...)`,
+    numbers to 4 significant digits."""
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in value.items()) + ")"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _accuracy(variant: dict) -> float | None:
+    """A variant's share of claims correct, an accuracy whatever the suite's primary metric (the paper's rows
+    are accuracies; an error rate beside them would read as the opposite)."""
+    return variant["claims_by_quarter"]["all"]["correct_overall"]
 
 
 def page(metrics: dict, figures: list, records: list[dict]) -> str:
     setting = metrics["setting"]
     note = (f'<p class="note">{html.escape(WORLD_NOTE.format(window=setting.get("attention_window")))}</p>'
             if metrics["suite"] == "world" and setting.get("attention_window") else "")
-    described = ", ".join(f"{k} {v}" for k, v in setting.items() if k not in ("suite", "prompt") and v is not None)
+    described = ", ".join(f"{k} {_setting(v)}" for k, v in setting.items()
+                          if k not in ("suite", "prompt") and v is not None)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>pvm_probe dilution report</title>
 <style>{STYLE}</style></head><body>
 <h1>Visual signal dilution report</h1>
 <p>Base: {html.escape(metrics['base'])} ({html.escape(metrics['architecture'])}); suite
 <b>{html.escape(metrics['suite'])}</b>: {html.escape(described)}.</p>
-{note}{headline_html(metrics)}{_figure_sections(figures)}
+{note}{warnings_html(metrics)}{headline_html(metrics)}{_figure_sections(figures)}
 {explorer_html(records)}{_paper_table(metrics)}
 </body></html>"""

@@ -9,8 +9,8 @@ One request per line:
 CHAIR-style where `objects` is given: every mention of an object noun (the 80 COCO categories and their
 common synonyms, plus the line's own objects) is an object claim, correct when that object is present,
 a hallucination when not; a noun after a negation ("no dogs") makes no claim. Lines without `objects`
-give the probes only. The file is checked whole (line numbers in the errors, missing images by path)
-before any model loads; requests are read back one at a time, so memory does not grow with the file.
+give the probes only. The file is checked whole (line numbers in the errors, missing or unreadable images by
+path) before any model loads; requests are read back one at a time, so memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from .base import Answer, Claim, Request, Suite, check_int, quarter_of
 from .scenes.scoring import NEGATION_WINDOW, split_words
 from .scenes.words import NEGATIONS, plurals
@@ -165,6 +165,16 @@ def _check_row(raw: bytes, path: Path, line: int) -> None:
     for image in _image_paths(row, path, line):
         if not image.is_file():
             raise InputError(f"{where}: image {image} does not exist")
+        _check_readable(image, where)
+
+
+def _check_readable(image: Path, where: str) -> None:
+    """The image's header parses and its data passes PIL's `verify` (no pixels decoded)."""
+    try:
+        with Image.open(image) as opened:
+            opened.verify()
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's verify raises SyntaxError for a bad PNG chunk
+        raise InputError(f"{where}: cannot read image {image}: {one_line(err)}") from None
 
 
 def _image_paths(row: dict, path: Path, line: int) -> list[Path]:

@@ -9,6 +9,8 @@ weights load.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from .. import cli_types as t
 from ..errors import InputError
@@ -49,6 +51,7 @@ def reward(text: str):
 # ---- the parser -------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=t.output_dir, required=True, help="adapter folder (written whole at the end)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an adapter already at --out")
     parser.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: SFT (default), 2: GRPO")
     model = parser.add_argument_group("model")
     model.add_argument("--base", type=t.existing_dir, help="local checkpoint directory (default: the embedded base)")
@@ -121,6 +124,34 @@ def train_from_arguments(args) -> None:
     from .run import _main_process, train
     from .summary import summary
 
+    if not args.overwrite:
+        refuse_existing_adapter(Path(args.out))
     result = train(job_from_arguments(args))
     if _main_process():
         print(summary(result))
+
+
+def refuse_existing_adapter(out: Path) -> None:
+    """An InputError when `out` already holds an adapter (naming the adapters beside it that started from it
+    with --init): replacing one takes --overwrite."""
+    from ..checkpoints import CONFIG_FILE
+    from ..errors import InputError
+
+    if not (out / CONFIG_FILE).is_file():
+        return
+    here = out.resolve()
+    children = [p.name for p in sorted(here.parent.iterdir()) if p != here and _init_of(p) == here]
+    named = f" that {', '.join(children)} started from (--init)" if children else ""
+    raise InputError(f"--out {out} already holds an adapter{named}: add --overwrite to replace it")
+
+
+def _init_of(adapter: Path) -> Path | None:
+    """The resolved --init adapter recorded in an adapter's provenance, if any."""
+    from ..checkpoints import CONFIG_FILE
+
+    try:
+        init = json.loads((adapter / CONFIG_FILE).read_text())["provenance"]["init"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    init = init.get("adapter") if isinstance(init, dict) else init
+    return Path(init).resolve() if isinstance(init, str) else None

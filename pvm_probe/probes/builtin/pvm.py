@@ -60,10 +60,10 @@ class PVMProbe(Probe):
 
     @classmethod
     def figures(cls, metrics: dict, records: list[dict]) -> list[Figure]:
-        figures = [Figure("pvm_gates", "PVM gates and retrieval", plots.pvm_gates(metrics), GATES_CAPTION)]
+        figures = [Figure("pvm_gates", "PVM gates and retrieval", plots.pvm_gates(metrics), gates_caption(metrics))]
         overlay = retrieval_figure(records)
         if overlay is not None:
-            figures.append(Figure("retrieval_overlay", "Where PVM looks", overlay, OVERLAY_CAPTION))
+            figures.append(Figure("retrieval_overlay", "Where PVM looks", overlay, overlay_caption(metrics)))
         return figures
 
 
@@ -89,13 +89,23 @@ def retrieval_figure(records: list[dict]):
     return None
 
 
-GATES_CAPTION = (
-    "PVM blocks, named by the decoder layer they sit in: the size of the injection relative to the residual "
-    "stream, the entropy of PVM's attention over the image tokens, and its weight on the image region the "
-    "claim is about (dotted: chance, the region's share of the tokens), by quarter. PVM retrieves when that "
-    "weight is well above chance where the backbone's own share has fallen.")
-OVERLAY_CAPTION = (
-    "Where PVM looks at the last claim of one answer: each block's attention over the image tokens (brighter = "
-    "more), beside the backbone's own attention on the image at the same token; the claimed region is "
-    "outlined. Retrieval means PVM's weight sits on the outlined region; a diffuse map means PVM re-injects the "
-    "whole image rather than the part the text is about.")
+def gates_caption(metrics: dict) -> str:
+    if plots.has_regions(metrics):
+        return ("PVM blocks, named by the decoder layer they sit in: the size of the injection relative to the "
+                "residual stream, the entropy of PVM's attention over the image tokens, and its weight on the image "
+                "region the claim is about (dotted: chance, the region's share of the tokens), by quarter. PVM "
+                "retrieves when that weight is well above chance where the backbone's own share has fallen.")
+    return ("PVM blocks, named by the decoder layer they sit in: the size of the injection relative to the residual "
+            "stream and the entropy of PVM's attention over the image tokens, by quarter. This suite's claims name "
+            "no image region (an images line lists objects, not where they are), so PVM's weight on the claimed "
+            "region is not measured here; the scenes suite measures it.")
+
+
+def overlay_caption(metrics: dict) -> str:
+    text = ("Where PVM looks at the last claim of one answer: each block's attention over the image tokens "
+            "(brighter = more), beside the backbone's own attention on the image at the same token")
+    if plots.has_regions(metrics):
+        return text + ("; the claimed region is outlined. Retrieval means PVM's weight sits on the outlined region; "
+                       "a diffuse map means PVM re-injects the whole image rather than the part the text is about.")
+    return text + (". This suite's claims name no image region, so none is outlined: read whether PVM's weight "
+                   "sits on the object the claim names or spreads over the whole image.")
