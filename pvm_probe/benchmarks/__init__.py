@@ -1,0 +1,1 @@
+"""Standard hallucination benchmarks: CHAIR, POPE and AMBER data, protocols and metrics (no model here)."""
