@@ -104,9 +104,10 @@ def _tagger():
     return tagger
 
 
-def tokens(text: str) -> list[Token]:
-    """`nltk.pos_tag(nltk.word_tokenize(text.lower()))` with each token's span in `text`."""
-    lower, where = _lowered(text)
+def tokens(text: str, lower: bool = True) -> list[Token]:
+    """`nltk.pos_tag(nltk.word_tokenize(text.lower()))` with each token's span in `text` (`lower=False`: of
+    the text as written, as AMBER reads it)."""
+    lower, where = _lowered(text) if lower else (text, list(range(len(text))))
     words, spans = [], []
     for start, end in _sentence_splitter().span_tokenize(lower):
         sentence = lower[start:end]

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
+from PIL import Image
+
 from ..errors import InputError
 
 
@@ -131,3 +133,12 @@ def check_int(name: str, value, low: int, high: int | None = None) -> None:
 def quarter_of(position: int, length: int) -> int:
     """0..3: the quarter of a sequence of `length` items that `position` falls in."""
     return min(3, 4 * position // max(length, 1))
+
+
+def open_rgb(path) -> Image.Image:
+    """An image file as RGB; a one-line InputError naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except OSError as err:
+        raise InputError(f"cannot read image {path}: {err}") from None
