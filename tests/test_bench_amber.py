@@ -1,44 +1,20 @@
 """AMBER's generative metrics on synthetic AMBER-format data, computed by hand."""
 
-import json
-
 import pytest
 
 from pvm_probe.benchmarks import amber
+from pvm_probe.benchmarks.mini_amber import write_mini_amber
 from pvm_probe.errors import InputError
-
-RELATION = {"dog": ["puppy"], "person": ["man", "woman"], "grass": ["ground"], "ground": ["floor"], "cat": [],
-            "light": [], "ship": []}
-
-
-def write_amber(root, items=None, relation=RELATION, safe=("light",)):
-    """A tiny AMBER data directory (data/) with one image per generative query (image/)."""
-    items = items or [{"truth": ["dog", "grass", "ship", "ship"], "hallu": ["cat", "ground"]},
-                      {"truth": ["person"], "hallu": ["dog"]}]
-    data, images = root / "data", root / "image"
-    (data / "query").mkdir(parents=True)
-    images.mkdir()
-    (data / "relation.json").write_text(json.dumps(relation))
-    (data / "safe_words.txt").write_text("\n".join(safe) + "\n")
-    (data / "annotations.json").write_text(json.dumps(
-        [{"id": k + 1, "type": "generative", **item} for k, item in enumerate(items)]))
-    (data / "query" / "query_generative.json").write_text(json.dumps(
-        [{"id": k + 1, "image": f"AMBER_{k + 1}.jpg", "query": "Describe this image."} for k in range(len(items))]))
-    from PIL import Image
-
-    for k in range(len(items)):
-        Image.new("RGB", (32, 32), (40 * k, 90, 160)).save(images / f"AMBER_{k + 1}.jpg")
-    return data
 
 
 def test_judge_and_metrics_by_hand(tmp_path):
-    data = amber.AmberData(write_amber(tmp_path))
+    data = amber.AmberData(write_mini_amber(tmp_path))
     item = data.items[0]
-    nouns = [("dog", 0), ("man", 10), ("ground", 20), ("cat", 30), ("light", 40), ("floor", 50), ("tree", 60)]
+    nouns = [("dog", 0), ("man", 10), ("ground", 20), ("cat", 30), ("light", 40), ("floor", 50), ("stone", 60)]
     found, covered, cognised = amber.judge(nouns, item.truth, item.hallu, data)
     # dog: truth. man: no truth object, no hallu object -> hallucinated. ground: related to grass (truth),
     # checked before the hallu list -> truth. cat: hallu object -> hallucinated, cognised. light: safe word.
-    # floor: related to ground (hallu) -> hallucinated, cognised. tree: not an AMBER word -> left out.
+    # floor: related to ground (hallu) -> hallucinated, cognised. stone: not an AMBER word -> left out.
     assert [(n.word, n.verdict) for n in found] == [("dog", "truth"), ("man", "hallucinated"), ("ground", "truth"),
                                                     ("cat", "hallucinated"), ("light", "safe"),
                                                     ("floor", "hallucinated")]
@@ -55,7 +31,7 @@ def test_judge_and_metrics_by_hand(tmp_path):
 
 
 def test_repeated_truth_object_covers_its_first_slot(tmp_path):
-    data = amber.AmberData(write_amber(tmp_path))
+    data = amber.AmberData(write_mini_amber(tmp_path))
     item = data.items[0]
     _, covered, _ = amber.judge([("ship", 0), ("ship", 5)], item.truth, item.hallu, data)
     assert covered == [False, False, True, False]  # AMBER marks the first "ship" only
@@ -72,14 +48,14 @@ def test_nouns_are_read_as_amber_reads_them():
 def test_bad_amber_data(tmp_path):
     with pytest.raises(InputError, match="no such AMBER data directory"):
         amber.AmberData(tmp_path / "nowhere")
-    data = write_amber(tmp_path / "a")
+    data = write_mini_amber(tmp_path / "a")
     (data / "safe_words.txt").unlink()
     with pytest.raises(InputError, match="safe_words.txt is missing"):
         amber.AmberData(data)
-    data = write_amber(tmp_path / "b", items=[{"truth": ["unicorn"], "hallu": []}])
+    data = write_mini_amber(tmp_path / "b", items=[(("unicorn",), ())])
     with pytest.raises(InputError, match="'unicorn' is not a key of relation.json"):
         amber.AmberData(data)
-    data = write_amber(tmp_path / "c")
+    data = write_mini_amber(tmp_path / "c")
     (data / "annotations.json").write_text("[{")
     with pytest.raises(InputError, match="annotations.json: not valid JSON"):
         amber.AmberData(data)
