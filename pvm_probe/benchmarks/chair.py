@@ -13,7 +13,9 @@ HALC vendor, from LisaAnne/Hallucination utils/chair.py): nltk tokens, POS tags 
 
 `ChairParser("fixed")` changes exactly these, to be reported beside the reference, never instead of it:
 - a mention after a negation in its sentence ("no dogs", "there is no cat", "without a chair") is dropped;
-- only a word tagged as a noun is an object mention ("seated", "tied", "an orange shirt" are not);
+- every word is lemmatised as a noun, whatever its tag: objects are nouns, and a verb's lemma is no object
+  ("seated", "seating", "tied", "skiing", "grooming" mention nothing), while a noun mis-tagged as a verb
+  or adjective on lower-cased text ("an oven", "a couch") still counts;
 - "seat" is not a chair and "bow" is not a tie ("bow tie" still is);
 - a lemma that is a COCO word wins over a shorter one that is not ("men" -> man -> person, "vases" -> vase);
 - the synonyms with a leading space match, and so does "iphone".
@@ -89,6 +91,12 @@ def canonical(name: str) -> str | None:
     return _vocabulary("reference").get(name)
 
 
+@dataclass(frozen=True)
+class Parse:
+    mentions: list[Mention]
+    tokens: int  # the reference's caption length: nltk tokens (punctuation included), a double word as one
+
+
 class ChairParser:
     def __init__(self, variant: str = "reference"):
         if variant not in VARIANTS:
@@ -99,31 +107,33 @@ class ChairParser:
 
     def mentions(self, caption: str) -> list[Mention]:
         """Every object mention, in caption order, repeats kept (as the reference counts them)."""
-        toks = nlp.tokens(caption)
-        words = self._merge_double_words([self._lemma(t) for t in toks], toks)
-        if any(w == "toilet" for w, _, _ in words):
-            words = [item for item in words if item[0] != "seat"]  # the seat of the toilet is no chair
-        found = []
-        for word, first, last in words:
-            if word in self._words and self._counts(toks, first, last):
-                start, end = toks[first].start, toks[last].end
-                found.append(Mention(caption[start:end], self._words[word], start, end))
-        return found
+        return self.parse(caption).mentions
 
     def objects(self, caption: str) -> list[str]:
         """The reference's per-caption object list (its `node_words`)."""
         return [m.object for m in self.mentions(caption)]
 
+    def parse(self, caption: str) -> Parse:
+        toks = nlp.tokens(caption)
+        words = self._merge_double_words([self._lemma(t) for t in toks])
+        length = len(words)
+        if any(w == "toilet" for w, _, _ in words):
+            words = [item for item in words if item[0] != "seat"]  # the seat of the toilet is no chair
+        found = []
+        for word, first, last in words:
+            if word in self._words and self._counts(toks, first):
+                start, end = toks[first].start, toks[last].end
+                found.append(Mention(caption[start:end], self._words[word], start, end))
+        return Parse(found, length)
+
     def _lemma(self, token: nlp.Token) -> str:
-        pos = nlp.wordnet_pos(token.tag)
         if self.variant == "fixed":
-            coco = [c for c in nlp.candidates(token.text, pos) if c in self._coco_words]
-            if coco:
-                return min(coco, key=len)
-        return nlp.lemmatize(token.text, pos)
+            coco = [c for c in nlp.candidates(token.text, "n") if c in self._coco_words]
+            return min(coco, key=len) if coco else nlp.lemmatize(token.text, "n")
+        return nlp.lemmatize(token.text, nlp.wordnet_pos(token.tag))
 
     @staticmethod
-    def _merge_double_words(lemmas: list[str], toks) -> list[tuple[str, int, int]]:
+    def _merge_double_words(lemmas: list[str]) -> list[tuple[str, int, int]]:
         """(word, first token, last token), two lemmas joined where they form a double word, left to right."""
         merged, i = [], 0
         while i < len(lemmas):
@@ -136,12 +146,8 @@ class ChairParser:
                 i += 1
         return merged
 
-    def _counts(self, toks: list[nlp.Token], first: int, last: int) -> bool:
-        if self.variant == "reference":
-            return True
-        if not toks[last].tag.startswith("N"):
-            return False
-        return not _negated(toks, first)
+    def _counts(self, toks: list[nlp.Token], first: int) -> bool:
+        return self.variant == "reference" or not _negated(toks, first)
 
 
 def _negated(toks: list[nlp.Token], index: int) -> bool:
