@@ -1,0 +1,74 @@
+"""The chair, pope and amber suites run end to end on a tiny checkpoint of each family (baseline and a remedy,
+probes on), with synthetic COCO and AMBER data: records carry claims at their tokens, and each suite's
+benchmark() reduces a variant's records to plain JSON that agrees with the claims."""
+
+import json
+
+import pytest
+
+from pvm_probe.benchmarks.mini_amber import write_mini_amber
+from pvm_probe.benchmarks.mini_coco import write_mini_coco
+from pvm_probe.loading import load_base
+from pvm_probe.runner import RunConfig, run
+from pvm_probe.suites import AmberSuite, ChairSuite, PopeSuite
+from pvm_probe.variants import BASELINE, Variant
+from pvm_probe.zoo import ARCHS, save_tiny_checkpoint
+
+WORDS = ["a", "the", "dog", "cat", "couch", "person", "car", "pizza", "table", "grass", "man", "sky", "tree", "yes",
+         "no", "not", "there", "is", "on", "and", ".", ","]
+VARIANTS = [BASELINE, Variant("pai", arm="pai")]
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model(request, tmp_path_factory):
+    arch = request.param
+    return load_base(save_tiny_checkpoint(arch, tmp_path_factory.mktemp("tiny") / arch, WORDS))
+
+
+def _run(model, suite, directory):
+    records = run(*model, suite, VARIANTS, directory, RunConfig(batch_size=4, max_new_tokens=12, progress=False))
+    assert {(r["variant"], r["request"]) for r in records} == {(v.name, i) for v in VARIANTS for i in range(len(suite))}
+    for r in records:
+        for c in r["claims"]:
+            assert c["token"] is not None and c["mass"] is not None and len(c["mass"]) == len(r["mass"]["layers"])
+    return {v.name: suite.benchmark([r for r in records if r["variant"] == v.name]) for v in VARIANTS}
+
+
+def _error_rate(records_claims):
+    return sum(not c["correct"] for c in records_claims) / len(records_claims) if records_claims else None
+
+
+def test_chair_run(model, tmp_path):
+    suite = ChairSuite(write_mini_coco(tmp_path / "coco"), sample=3, seed=1, max_new_tokens=12)
+    out = _run(model, suite, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    for name, metrics in out.items():
+        mine = [r for r in records if r["variant"] == name]
+        claims = [c for r in mine for c in r["claims"]]
+        assert metrics["reference"]["CHAIR_i"] == _error_rate(claims)  # the claims are the reference's mentions
+        assert metrics["reference"]["mentions_by_quarter"] == [sum(c["quarter"] == q for c in claims) for q in range(4)]
+        assert metrics["reference"]["answer_tokens"] == sum(r["n_tokens"] for r in mine) / 3
+    json.dumps(out, allow_nan=False)
+
+
+def test_pope_run(model, tmp_path):
+    suite = PopeSuite(write_mini_coco(tmp_path / "coco"), splits="adversarial", images=2, per_image=1,
+                      max_new_tokens=6)
+    out = _run(model, suite, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert all(len(r["claims"]) == 1 for r in records)  # every answer is one claim, at its deciding token
+    for metrics in out.values():
+        row = metrics["adversarial"]
+        assert row["n"] == 4 and row["tp"] + row["fp"] + row["tn"] + row["fn"] == 4
+        assert 0 <= row["image_share_at_answer"] <= 1
+    json.dumps(out, allow_nan=False)
+
+
+def test_amber_run(model, tmp_path):
+    suite = AmberSuite(write_mini_amber(tmp_path / "amber"), max_new_tokens=12)
+    out = _run(model, suite, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    for name, metrics in out.items():
+        claims = [c for r in records if r["variant"] == name for c in r["claims"]]
+        assert metrics["nouns"] == len(claims) and metrics["chair"] == _error_rate(claims)
+    json.dumps(out, allow_nan=False)
