@@ -124,10 +124,10 @@ def test_answers_are_read_as_pope_reads_them(text, reading, char):
 
 
 def test_scores_by_hand():
-    out = pope.scores(["yes", "yes", "no", "no", "yes"], ["yes", "no", "no", "yes", "yes"])
-    assert (out["tp"], out["fp"], out["tn"], out["fn"]) == (2, 1, 1, 1)
-    assert out["accuracy"] == pytest.approx(0.6)
-    assert out["precision"] == pytest.approx(2 / 3) and out["recall"] == pytest.approx(2 / 3)
-    assert out["f1"] == pytest.approx(2 / 3) and out["yes_ratio"] == pytest.approx(0.6)
+    out = pope.scores(["yes", "yes", "yes", "no", "yes"], ["yes", "no", "no", "yes", "yes"])
+    assert (out["tp"], out["fp"], out["tn"], out["fn"]) == (2, 2, 0, 1)
+    assert out["accuracy"] == pytest.approx(2 / 5) and out["yes_ratio"] == pytest.approx(4 / 5)
+    assert out["precision"] == pytest.approx(2 / 4) and out["recall"] == pytest.approx(2 / 3)
+    assert out["f1"] == pytest.approx(2 * (1 / 2) * (2 / 3) / (1 / 2 + 2 / 3))
     none = pope.scores(["no", "no"], ["no", "no"])
     assert none["precision"] is None and none["recall"] is None and none["accuracy"] == 1.0
