@@ -52,7 +52,7 @@ def test_chair_run(model, tmp_path):
 
 
 def test_pope_run(model, tmp_path):
-    suite = PopeSuite(write_mini_coco(tmp_path / "coco"), splits="adversarial", images=2, per_image=1,
+    suite = PopeSuite(write_mini_coco(tmp_path / "coco"), splits="adversarial", image_count=2, per_image=1,
                       max_new_tokens=6)
     out = _run(model, suite, tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]

@@ -17,7 +17,7 @@ def coco(tmp_path_factory):
 
 
 def test_built_questions_come_from_the_instance_annotations(coco):
-    suite = PopeSuite(coco, splits=("popular",), images=4, seed=0)
+    suite = PopeSuite(coco, splits=("popular",), image_count=4, seed=0)
     assert len(suite) == 4 * 6 and suite.splits == ["popular"]
     truth = {"COCO_val2014_000000000101.jpg": ["dog", "cat", "couch"],
              "COCO_val2014_000000000103.jpg": ["car", "traffic light", "person"]}  # distinct, annotation order
@@ -32,7 +32,7 @@ def test_built_questions_come_from_the_instance_annotations(coco):
 
 
 def test_claim_is_the_token_that_decides(coco):
-    suite = PopeSuite(coco, splits=("random",), images=2, per_image=1)
+    suite = PopeSuite(coco, splits=("random",), image_count=2, per_image=1)
     yes, no = suite.request(0), suite.request(1)
     answer = Answer([5, 6, 7, 8], [], ["There", " is", " not", " one."], "There is not one.")
     (claim,) = suite.score(no, answer)
@@ -49,7 +49,7 @@ def _record(split, label, answer, mass=None):
 
 
 def test_benchmark_by_hand(coco):
-    suite = PopeSuite(coco, splits=("random",), images=2, per_image=1)
+    suite = PopeSuite(coco, splits=("random",), image_count=2, per_image=1)
     records = [_record("random", "yes", "Yes, there is.", [0.2, 0.4]),  # TP
                _record("random", "no", "Yes.", [0.1, 0.1]),  # FP
                _record("random", "no", "No.", [0.0, 0.2]),  # TN
@@ -86,10 +86,10 @@ def test_bad_input(coco, tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         PopeSuite(tmp_path / "nowhere")
     with pytest.raises(InputError, match="only 4 images"):
-        PopeSuite(coco, images=5)
+        PopeSuite(coco, image_count=5)
     with pytest.raises(InputError, match="unknown POPE split 'hard'"):
         PopeSuite(coco, splits=("hard",))
     broken = write_mini_coco(tmp_path / "broken")
     (broken / "val2014" / "COCO_val2014_000000000102.jpg").unlink()
     with pytest.raises(InputError, match="image 102 is missing"):
-        PopeSuite(broken, images=4)
+        PopeSuite(broken, image_count=4)

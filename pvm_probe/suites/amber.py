@@ -1,6 +1,6 @@
 """The `amber` suite: AMBER's generative task on a local copy of AMBER's data (`benchmarks/amber.py`).
 
-    AmberSuite(data="AMBER/data", images="AMBER/image")   # images default: DATA/../image
+    AmberSuite(data="AMBER/data", image_dir="AMBER/image")   # image_dir default: DATA/../image
 
 One request per generative query (AMBER's own prompt, "Describe this image."). Every object noun of the
 description is an object claim, carrying the generated token where the word starts: correct unless AMBER
@@ -25,10 +25,10 @@ class AmberSuite(Suite):
     words = {"metric": "hallucination rate", "claims": "object nouns"}
     published: list[dict] = []  # no AMBER row for a model family this project runs has been pinned yet
 
-    def __init__(self, data, images=None, max_new_tokens: int = 512):
+    def __init__(self, data, image_dir=None, max_new_tokens: int = 512):
         check_int("max_new_tokens", max_new_tokens, 1)
         self.data = amber.AmberData(data)
-        self.images = Path(images) if images is not None else self.data.directory.parent / "image"
+        self.images = Path(image_dir) if image_dir is not None else self.data.directory.parent / "image"
         self.budget = max_new_tokens
         missing = [item.image for item in self.data.items if not (self.images / item.image).is_file()]
         if missing:

@@ -1,7 +1,7 @@
 """The `pope` suite: POPE's yes/no object questions on a local COCO directory (`benchmarks/pope.py`).
 
     PopeSuite(coco="coco/")                                  # build: 500 images x 6 questions x 3 splits
-    PopeSuite(coco="coco/", splits=("adversarial",), images=100, seed=1)
+    PopeSuite(coco="coco/", splits=("adversarial",), image_count=100, seed=1)
     PopeSuite(coco="coco/", questions=["coco_pope_random.json", ...])   # the official question files
 
 Built questions come from the COCO instance annotations (an image's objects in annotation order, the first
@@ -33,14 +33,14 @@ class PopeSuite(Suite):
                                           ("popular", 0.860, 0.841, 0.888, 0.864, 0.528),
                                           ("adversarial", 0.791, 0.744, 0.888, 0.810, 0.597))]
 
-    def __init__(self, coco, questions=None, splits=pope.SPLITS, images: int = 500, per_image: int = 3,
+    def __init__(self, coco, questions=None, splits=pope.SPLITS, image_count: int = 500, per_image: int = 3,
                  seed: int = 0, max_new_tokens: int = 16):
-        check_int("images", images, 1)
+        check_int("image_count", image_count, 1)
         check_int("per_image", per_image, 1)
         check_int("seed", seed, 0)
         check_int("max_new_tokens", max_new_tokens, 1)
         self.coco = load_coco(coco)
-        self.budget, self.seed, self.images_count, self.per_image = max_new_tokens, seed, images, per_image
+        self.budget, self.seed, self.image_count, self.per_image = max_new_tokens, seed, image_count, per_image
         self.question_files = [str(q) for q in ([questions] if isinstance(questions, str) else questions or [])]
         if self.question_files:
             self.questions = [q for path in self.question_files for q in pope.read_question_file(path)]
@@ -51,7 +51,7 @@ class PopeSuite(Suite):
                 raise InputError(f"unknown POPE split {unknown[0] if unknown else '(none)'!r}; known: "
                                  f"{', '.join(pope.SPLITS)}")
             objects = {self.coco.files[i]: list(dict.fromkeys(names)) for i, names in self.coco.categories.items()}
-            self.questions = [q for split in splits for q in pope.build_questions(objects, split, images,
+            self.questions = [q for split in splits for q in pope.build_questions(objects, split, image_count,
                                                                                    per_image, seed)]
         self.splits = list(dict.fromkeys(q.split for q in self.questions))
         self._ids = {name: i for i, name in self.coco.files.items()}
@@ -98,7 +98,7 @@ class PopeSuite(Suite):
 
     def settings(self) -> dict:
         source = ({"questions": [str(p) for p in self.question_files]} if self.question_files else
-                  {"images": self.images_count, "per_image": self.per_image, "seed": self.seed})
+                  {"image_count": self.image_count, "per_image": self.per_image, "seed": self.seed})
         return {"suite": self.name, "coco": str(self.coco.root.resolve()), "splits": self.splits,
                 "requests": len(self), "max_new_tokens": self.budget, **source}
 
