@@ -41,9 +41,9 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from pvm_probe import PVMConfig, attach_pvm
-from pvm_probe.interventions import PAI, VCD, MemVR
-from pvm_probe.interventions.memvr import layer_window
 from pvm_probe.io import atomic_write_json, describe_machine
+from pvm_probe.remedies import PAI, VCD, MemVR
+from pvm_probe.remedies.memvr import layer_window
 from pvm_probe.zoo import IMAGE_TOKEN, PAD, VIDEO_TOKEN, VISION_END, VISION_START, Image, fake_request
 
 

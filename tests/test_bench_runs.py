@@ -16,7 +16,7 @@ from pvm_probe.zoo import ARCHS, save_tiny_checkpoint
 
 WORDS = ["a", "the", "dog", "cat", "couch", "person", "car", "pizza", "table", "grass", "man", "sky", "tree", "yes",
          "no", "not", "there", "is", "on", "and", ".", ","]
-VARIANTS = [BASELINE, Variant("pai", arm="pai")]
+VARIANTS = [BASELINE, Variant("pai", remedy="pai")]
 
 
 @pytest.fixture(scope="module", params=ARCHS)

@@ -8,8 +8,8 @@ import torch
 from pvm_probe.config import strided_layers
 from pvm_probe.loading import load_base
 from pvm_probe.placement import all_placements, max_decay, measure_mass, peak_attention, place
-from pvm_probe.runner import chat_inputs
 from pvm_probe.suites import ScenesSuite
+from pvm_probe.suites.inputs import chat_inputs
 
 
 def _profile(levels, decays, t=64):

@@ -15,7 +15,7 @@ def test_8b_parameter_count_on_meta_device():
     with torch.device("meta"):
         model = Qwen3VLForConditionalGeneration(config)
     handle = attach_pvm(model, PVMConfig.preset("qwen3-vl-8b"))
-    # DESIGN §2 by hand: 3*4096*512 + (512*512 + 512*128 + 512*128 + 512*512) + 3*512*1536 per layer
+    # by hand: 3*4096*512 + (512*512 + 512*128 + 512*128 + 512*512) + 3*512*1536 per layer
     per_layer_matrices = 3 * 4096 * 512 + 655_360 + 3 * 512 * 1536
     assert per_layer_matrices == 9_306_112
     norms_and_gate = 512 + 128 + 128 + 512 + 1  # attn_norm, q_norm, k_norm, ffn_norm, alpha
@@ -69,7 +69,7 @@ def test_init_trap_alpha_moves_first_then_everything():
 
 
 def test_zero_w_up_with_zero_alpha_is_the_trap():
-    """The configuration DESIGN §2 warns about really is stuck: nothing moves, ever."""
+    """The init trap (alpha = 0 and W_up = 0) really is stuck: nothing moves, ever."""
     model = tiny_model("qwen3_vl")
     model.requires_grad_(False)
     handle = attach_pvm(model, small_config())
@@ -135,7 +135,7 @@ def test_bad_configs_are_refused(bad, message):
 
 
 def _reference_block(block, x, visual, key_mask):
-    """DESIGN §2 written out naively, one query head at a time (kv head = head // group)."""
+    """The block written out naively, one query head at a time (kv head = head // group)."""
     ca, eps = block.cross_attn, 1e-6
 
     def rms(t, w=None):

@@ -54,7 +54,7 @@ class AmberData:
     def __init__(self, directory):
         self.directory = Path(directory)
         if not self.directory.is_dir():
-            raise InputError(f"--data {self.directory}: no such AMBER data directory")
+            raise InputError(f"--amber {self.directory}: no such AMBER data directory")
         self.relation = _relation(self._read_json(RELATION))
         self.words = set(self.relation) | {w for related in self.relation.values() for w in related}
         self.safe = {line.strip() for line in self._path(SAFE_WORDS).read_text(encoding="utf-8").splitlines()

@@ -11,8 +11,6 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..probes.dilution import hyperbola
-
 QUARTERS = ["Q1", "Q2", "Q3", "Q4"]
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
             "#7f7f7f", "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#ffbb78", "#c49c94", "#f7b6d2", "#9edae5"]
@@ -105,7 +103,7 @@ def _draw_fit(ax, t: np.ndarray, fit: dict, i: int) -> None:
     if None in (a, b, c) or brk is None or brk < 0:
         return
     before = t[: max(brk, 1)]
-    ax.plot(before, hyperbola(before, a, b, c), color="0.45", lw=0.9, ls="--")
+    ax.plot(before, a / (before + b) + c, color="0.45", lw=0.9, ls="--")
     if brk < len(t) and fit["plateau"][i] is not None:
         ax.hlines(fit["plateau"][i], brk, t[-1], color="0.45", lw=0.9, ls="--")
 
@@ -240,17 +238,15 @@ def _raster(cells: list, weights: np.ndarray, side: int = 64) -> np.ndarray:
     return grid
 
 
-ARMS = ("vcd", "pai", "memvr")
-
-
-def remedies(metrics: dict):
-    """PVM against the training-free remedies: the primary metric by quarter (left) and the backbone's image
-    share of attention by quarter, mean over layers (right), for the baseline, each adapter and each remedy."""
-    chosen = {n: m for n, m in metrics["variants"].items() if m["kind"] in ("baseline", "adapter", *ARMS)}
+def remedies(metrics: dict, names: list[str]):
+    """PVM against the training-free remedies (`names`: their kinds): the primary metric by quarter (left) and
+    the backbone's image share of attention by quarter, mean over layers (right), for the baseline, each
+    adapter and each remedy."""
+    chosen = {n: m for n, m in metrics["variants"].items() if m["kind"] in ("baseline", "adapter", *names)}
     styles = variant_styles(list(chosen))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
     for name, m in chosen.items():
-        style = {"color": styles[name]["color"], "ls": "--" if m["kind"] in ARMS else "-", "marker": "o", "lw": 1.2}
+        style = {"color": styles[name]["color"], "ls": "--" if m["kind"] in names else "-", "marker": "o", "lw": 1.2}
         left.plot(range(4), 100 * _values(m["primary_by_quarter"]), label=name, **style)
         if "mass_by_quarter" in m:
             right.plot(range(4), np.nanmean(np.array([_values(r) for r in m["mass_by_quarter"]]), 0), **style)

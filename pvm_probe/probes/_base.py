@@ -20,7 +20,7 @@ SEGMENTS = ("image", "prompt", "generated", "first")
 IMAGE, PROMPT, GENERATED, FIRST, PAD = 0, 1, 2, 3, -1
 
 
-class Probe:
+class HookProbe:
     """Base class: subclasses implement `_install()` (calling `self._hook(...)`) and `_finish()`."""
 
     def __init__(self, model: nn.Module):
@@ -83,7 +83,7 @@ class RequestTracker:
     keeps running for a finished row while others go on are padding, not answer.
     """
 
-    def __init__(self, probe: Probe, on_new_request=None):
+    def __init__(self, probe: HookProbe, on_new_request=None):
         self.model, self.on_new_request = probe.model, on_new_request
         self.segment: torch.Tensor | None = None  # [B, S]
         self.prompt_length = 0

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .page import headline_cells
+
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--remote-debugging-port=0", "--window-size=1200,900"]
 
@@ -158,8 +160,6 @@ _SHOW_PVM = """(() => {  // the first answer with PVM maps, at its last correct 
 
 def headline_text(metrics: dict) -> dict:
     """What the headline table must show for metrics.json (the page's own formatting rules)."""
-    from .page import headline_cells
-
     return {variant: dict(headline_cells(row)) for variant, row in metrics["headline"]["variants"].items()}
 
 

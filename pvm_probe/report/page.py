@@ -69,32 +69,11 @@ def _png_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-TITLES = {"claims_by_quarter": "Claims by quarter of the answer", "mass_vs_position": "Visual attention mass vs position",
-          "claim_mass_by_quarter": "Image share at the claim-writing queries",
-          "accuracy_vs_mass": "Accuracy against visual mass, claim by claim", "logit_lens": "LogitLens and tuned lens",
-          "pvm_gates": "PVM gates and retrieval", "retrieval_overlay": "Where PVM looks",
-          "remedies": "PVM vs training-free remedies",
-          "training_curves": "Training curves"}
-
-
-def _figure_sections(figures: dict, extras: dict) -> str:
+def _figure_sections(figures: list) -> str:
     return "".join(
-        f'<section class="figure" id="fig-{name}"><h2>{html.escape(TITLES.get(name, name))}</h2>'
-        f'<img alt="{name}" src="{_png_uri(fig)}"><p class="caption">{html.escape(caption)}</p>'
-        f'{extras.get(name, "")}</section>' for name, (fig, caption) in figures.items())
-
-
-def lens_table(metrics: dict) -> str:
-    """The mean convergence layer of every variant under the LogitLens and the tuned lens."""
-    def cell(m, lens):
-        value = m.get(lens, {}).get("convergence_layer_mean")
-        return "-" if value is None else f"{value:.2f}"
-
-    rows = "".join(f"<tr><td>{html.escape(n)}</td><td class='num'>{cell(m, 'lens')}</td>"
-                   f"<td class='num'>{cell(m, 'tuned_lens')}</td></tr>"
-                   for n, m in metrics["variants"].items() if "lens" in m)
-    return ("<table><tr><th>variant</th><th>convergence layer, LogitLens</th><th>tuned lens</th></tr>"
-            f"{rows}</table>") if rows else ""
+        f'<section class="figure" id="fig-{f.name}"><h2>{html.escape(f.title)}</h2>'
+        f'<img alt="{f.name}" src="{_png_uri(f.figure)}"><p class="caption">{html.escape(f.caption)}</p>'
+        f'{f.extra_html}</section>' for f in figures)
 
 
 def _paper_table(metrics: dict) -> str:
@@ -124,7 +103,7 @@ def _ours(metrics: dict) -> dict:
     return out
 
 
-def page(metrics: dict, figures: dict, records: list[dict]) -> str:
+def page(metrics: dict, figures: list, records: list[dict]) -> str:
     setting = metrics["setting"]
     note = (f'<p class="note">{html.escape(WORLD_NOTE.format(window=setting.get("attention_window")))}</p>'
             if metrics["suite"] == "world" and setting.get("attention_window") else "")
@@ -134,6 +113,6 @@ def page(metrics: dict, figures: dict, records: list[dict]) -> str:
 <h1>Visual signal dilution report</h1>
 <p>Base: {html.escape(metrics['base'])} ({html.escape(metrics['architecture'])}); suite
 <b>{html.escape(metrics['suite'])}</b>: {html.escape(described)}.</p>
-{note}{headline_html(metrics)}{_figure_sections(figures, {"logit_lens": lens_table(metrics)})}
+{note}{headline_html(metrics)}{_figure_sections(figures)}
 {explorer_html(records)}{_paper_table(metrics)}
 </body></html>"""

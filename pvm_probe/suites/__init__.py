@@ -1,4 +1,5 @@
-"""Suites: what to ask a model and how to score its answers (one interface, `base.Suite`).
+"""Suites: what to ask a model and how to score its answers (one interface, `base.Suite`; registered by
+name in `pvm_probe.registry.SUITES`).
 
     world    the painter world: the Blind Painter on the embedded default, scored exactly
     scenes   generated scenes of coloured shapes, for any checkpoint, scored CHAIR-style
@@ -16,10 +17,5 @@ from .pope import PopeSuite
 from .scenes.suite import ScenesSuite
 from .world.suite import WorldSuite
 
-SUITES = {"world": WorldSuite, "scenes": ScenesSuite, "images": ImagesSuite,
-          "chair": ChairSuite,
-          "pope": PopeSuite,
-          "amber": AmberSuite}
-
-__all__ = ["SUITES", "AmberSuite", "Answer", "ChairSuite", "Claim", "ImagesSuite", "PopeSuite", "Request",
-           "ScenesSuite", "Suite", "WorldSuite", "quarter_of"]
+__all__ = ["AmberSuite", "Answer", "ChairSuite", "Claim", "ImagesSuite", "PopeSuite", "Request", "ScenesSuite",
+           "Suite", "WorldSuite", "quarter_of"]

@@ -1,6 +1,6 @@
 """The `amber` suite: AMBER's generative task on a local copy of AMBER's data (`benchmarks/amber.py`).
 
-    AmberSuite(data="AMBER/data", image_dir="AMBER/image")   # image_dir default: DATA/../image
+    AmberSuite(amber="AMBER/data", image_dir="AMBER/image")   # image_dir default: AMBER/../image
 
 One request per generative query (AMBER's own prompt, "Describe this image."). Every object noun of the
 description is an object claim, carrying the generated token where the word starts: correct unless AMBER
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..benchmarks import amber
+from ..benchmarks import amber as amber_data
 from ..errors import InputError
 from .base import Answer, Claim, Request, Suite, check_int, open_rgb, quarter_of
 
@@ -23,11 +23,14 @@ class AmberSuite(Suite):
     claim_kinds = ("object",)
     higher_is_better = False
     words = {"metric": "hallucination rate", "claims": "object nouns"}
+    options = ("amber", "image_dir", "max_new_tokens")
     published: list[dict] = []  # no AMBER row for a model family this project runs has been pinned yet
 
-    def __init__(self, data, image_dir=None, max_new_tokens: int = 512):
+    def __init__(self, amber=None, image_dir=None, max_new_tokens: int = 512):
         check_int("max_new_tokens", max_new_tokens, 1)
-        self.data = amber.AmberData(data)
+        if amber is None:
+            raise InputError("--suite amber needs --amber DIR (AMBER's data folder: annotations.json, query/, ...)")
+        self.data = amber_data.AmberData(amber)
         self.images = Path(image_dir) if image_dir is not None else self.data.directory.parent / "image"
         self.budget = max_new_tokens
         missing = [item.image for item in self.data.items if not (self.images / item.image).is_file()]
@@ -58,17 +61,18 @@ class AmberSuite(Suite):
         return claims
 
     def _judge(self, text: str, meta: dict):
-        return amber.judge(amber.nouns(text), meta["truth"], meta["hallu"], self.data)
+        return amber_data.judge(amber_data.nouns(text), meta["truth"], meta["hallu"], self.data)
 
     def benchmark(self, records: list[dict]) -> dict:
         """AMBER's generative metrics over one variant's records, and its CHAIR by quarter of the answer."""
-        out = amber.metrics([self._judge(r["answer"], r["meta"]) for r in records])
+        out = amber_data.metrics([self._judge(r["answer"], r["meta"]) for r in records])
         claims = [c for r in records for c in r["claims"]]
         out["chair_by_quarter"] = [_share([not c["correct"] for c in claims if c["quarter"] == q]) for q in range(4)]
         return out
 
     def settings(self) -> dict:
-        return {"suite": self.name, "data": str(self.data.directory.resolve()), "images": str(self.images.resolve()),
+        return {"suite": self.name, "amber": str(self.data.directory.resolve()),
+                "image_dir": str(self.images.resolve()),
                 "requests": len(self), "max_new_tokens": self.budget,
                 "matching": "exact after lemmatisation (AMBER's spaCy similarity step is not reproduced)"}
 

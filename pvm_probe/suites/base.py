@@ -89,6 +89,7 @@ class Suite:
     claim_kinds: tuple[str, ...] = ()
     higher_is_better: bool = True  # world: claims correct; scenes/images: error rates (lower is better)
     words: dict = {}  # how the report words things: {"metric": ..., "claims": ...}
+    options: tuple[str, ...] = ()  # the settings (specs.SuiteSpec fields) the constructor takes, by keyword
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -45,15 +45,18 @@ class ChairSuite(Suite):
     claim_kinds = ("object",)
     higher_is_better = False
     words = {"metric": "hallucination rate", "claims": "object mentions"}
+    options = ("coco", "protocol", "sample", "seed", "max_new_tokens", "prompt")
     published = [_row(_MEMVR, "memvr-500", "baseline", "greedy", 0.500, 0.154, 0.771, 100.6),
                  _row(_MEMVR, "memvr-500", "OPERA", None, 0.478, 0.146, 0.768, 98.6),
                  _row(_MEMVR, "memvr-500", "VCD", None, 0.486, 0.149, 0.773, 100.4),
                  _row(_MEMVR, "memvr-500", "MemVR", "greedy", 0.466, 0.130, 0.808, 99.6),
                  _row(_OPERA, "opera-500", "OPERA", "beam 5", 0.446, 0.128)]
 
-    def __init__(self, coco, protocol: str | None = None, sample: int | None = None, seed: int = 0,
+    def __init__(self, coco=None, protocol: str | None = None, sample: int | None = None, seed: int = 0,
                  max_new_tokens: int | None = None, prompt: str | None = None):
         check_int("seed", seed, 0)
+        if coco is None:
+            raise InputError("--suite chair needs --coco DIR (COCO images with instances_*.json and captions_*.json)")
         self.coco = load_coco(coco)
         if sample is not None:
             if protocol is not None:

@@ -31,11 +31,14 @@ from .scenes.words import plurals
 
 class ImagesSuite(Suite):
     name = "images"
+    options = ("data", "max_new_tokens")
     claim_kinds = ("object",)
     higher_is_better = False
     words = {"metric": "hallucination rate", "claims": "object mentions"}
 
-    def __init__(self, data, max_new_tokens: int = 512, chair: str = "reference"):
+    def __init__(self, data=None, max_new_tokens: int = 512, chair: str = "reference"):
+        if data is None:
+            raise InputError("--suite images needs --data FILE.jsonl (one image + prompt per line)")
         check_int("max_new_tokens", max_new_tokens, 1)
         if chair not in VARIANTS:
             raise InputError(f"images suite: chair variant {chair!r}, expected one of {', '.join(VARIANTS)}")

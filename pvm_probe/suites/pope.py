@@ -25,6 +25,7 @@ class PopeSuite(Suite):
     claim_kinds = ("answer",)
     higher_is_better = True
     words = {"metric": "answers correct", "claims": "yes/no answers"}
+    options = ("coco", "questions", "splits", "image_count", "per_image", "seed", "max_new_tokens")
     published = [
         {"source": "OPERA's README (shikiw/OPERA): OPERA decoding, beam 5, on OPERA's POPE files read by OPERA's "
                    "pope_eval.py, max_new_tokens 10", "model": "LLaVA-1.5-7B", "method": "OPERA",
@@ -33,12 +34,14 @@ class PopeSuite(Suite):
                                           ("popular", 0.860, 0.841, 0.888, 0.864, 0.528),
                                           ("adversarial", 0.791, 0.744, 0.888, 0.810, 0.597))]
 
-    def __init__(self, coco, questions=None, splits=pope.SPLITS, image_count: int = 500, per_image: int = 3,
+    def __init__(self, coco=None, questions=None, splits=pope.SPLITS, image_count: int = 500, per_image: int = 3,
                  seed: int = 0, max_new_tokens: int = 16):
         check_int("image_count", image_count, 1)
         check_int("per_image", per_image, 1)
         check_int("seed", seed, 0)
         check_int("max_new_tokens", max_new_tokens, 1)
+        if coco is None:
+            raise InputError("--suite pope needs --coco DIR (COCO images with instances_*.json and captions_*.json)")
         self.coco = load_coco(coco)
         self.budget, self.seed, self.image_count, self.per_image = max_new_tokens, seed, image_count, per_image
         self.question_files = [str(q) for q in ([questions] if isinstance(questions, str) else questions or [])]

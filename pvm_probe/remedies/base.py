@@ -1,12 +1,15 @@
-"""What the interventions share: hooks that always come off, and a check for a request's image.
+"""What the remedies share: hooks that always come off, and a check for a request's image.
 
-An intervention is a context manager on a loaded model. `__enter__` installs its hooks (removing
+A remedy is a context manager on a loaded model. `__enter__` installs its hooks (removing
 what was installed if installation fails), `__exit__` removes every one of them and undoes any
 setting it changed, whether or not the body raised. Bad settings raise a one-line `InputError`
 in `__init__`, before anything touches the model.
 """
 
 from __future__ import annotations
+
+import inspect
+import itertools
 
 import torch
 from torch import nn
@@ -15,11 +18,36 @@ from ..backbones import hook_sites, visual_token_ids
 from ..errors import InputError
 
 
-class Intervention:
+class Remedy:
     """Base class: subclasses implement `_install()` (calling `self._hook(...)`); `_restore()` undoes
-    anything else `_install` changed."""
+    anything else `_install` changed. The class attributes are what the command line, the report, the
+    figure script and the benchmark say about it; `__init__`'s keyword defaults are the official defaults."""
 
-    name = "intervention"
+    name = ""  # the registry name (registry.REMEDIES) and a variant's kind, e.g. "vcd"
+    title = "remedy"  # as people write it, e.g. "VCD"
+    changes = ""  # what it acts on: logits | attention | residual | ffn | decoding
+    summary = ""  # one line: what it does
+    cost = ""  # one line: the extra work per decode step, and the published per-token figure
+    sweep: dict = {}  # option -> values tried on training-split requests (analyses/fig_remedies.py)
+
+    @classmethod
+    def defaults(cls, num_layers: int) -> dict:
+        """The options at their official defaults, on a model of `num_layers` decoder layers."""
+        return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    @classmethod
+    def grid(cls, num_layers: int) -> list[dict]:
+        """The sweep: the defaults, then every combination of `sweep`'s values over them (no repeats)."""
+        base = cls.defaults(num_layers)
+        options = [base] + [{**base, **dict(zip(cls.sweep, values, strict=True))}
+                            for values in itertools.product(*cls.sweep.values())]
+        return [o for i, o in enumerate(options) if o not in options[:i]]
+
+    def decode(self, inputs: dict, max_new_tokens: int):
+        """A remedy with a decoding of its own returns the sequences [B, P + N] here (the runner then replays
+        them under the probes); None: the runner calls `model.generate` inside the context."""
+        return None
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -47,7 +75,7 @@ class Intervention:
 
     def __enter__(self):
         if self.active:
-            raise RuntimeError(f"this {self.name} is already active")
+            raise RuntimeError(f"this {self.title} is already active")
         try:
             self.active = True
             self._install()

@@ -39,7 +39,7 @@ from torch import nn
 from ..backbones import decoder_layers, forward_start, get_module
 from ..errors import InputError
 from ..inject import VisualMemory
-from ._base import Intervention, check_strength
+from .base import Remedy, check_strength
 
 TOP_K = 10
 ACTIVATIONS = {"silu": F.silu, None: lambda x: x}
@@ -77,10 +77,25 @@ def layer_window(num_layers: int) -> tuple[int, int]:
     return start, min(num_layers - 1, max(start + 2, round(16 * num_layers / 32)))
 
 
-class MemVR(Intervention):
+class MemVR(Remedy):
     """`with MemVR(model, ratio=0.12, threshold=0.75): model.generate(...)` (layer window scaled to depth)."""
 
-    name = "MemVR"
+    name, title, changes = "memvr", "MemVR", "ffn"
+    summary = "re-inject the visual tokens as FFN key-value memory in a middle layer when an early exit is unsure"
+    cost = "an early-exit read-out of the vocabulary per layer in the window (published: 1.04x per token)"
+    sweep = {"ratio": [0.12, 0.31, 0.5, 1.0], "threshold": [0.75, 0.5, 0.0]}
+
+    @classmethod
+    def defaults(cls, num_layers: int) -> dict:
+        start, end = layer_window(num_layers)
+        return {**super().defaults(num_layers), "start_layer": start, "end_layer": end}
+
+    @classmethod
+    def grid(cls, num_layers: int) -> list[dict]:
+        """The sweep at the paper's layer window and over the whole depth."""
+        paper = super().grid(num_layers)
+        options = [{**o, **w} for w in ({}, {"start_layer": 0, "end_layer": num_layers - 1}) for o in paper]
+        return [o for i, o in enumerate(options) if o not in options[:i]]
 
     def __init__(self, model: nn.Module, ratio: float = 0.12, threshold: float = 0.75, start_layer: int | None = None,
                  end_layer: int | None = None, activation: str | None = "silu"):

@@ -3,18 +3,15 @@
 `VCD` (contrast with a distorted image), `PAI` (boost image attention + text-only guidance) and
 `MemVR` (re-inject the visual tokens as FFN memory when a layer is unsure) each go on with `with`
 and come off cleanly, hooks removed even when the body raises, on every backbone of the hook-site
-table. `key_bias` is how an attention change is shared with the attention-mass probe.
+table. Each is registered by name in `pvm_probe.registry.REMEDIES` and becomes a runner variant there.
 """
 
-from .key_bias import key_logit_bias, register_key_logit_bias
+from ..key_bias import key_logit_bias, register_key_logit_bias
 from .memvr import MemVR, retrace, top_k_entropy
 from .pai import PAI, guidance
 from .vcd import VCD, contrast, diffusion_noise, noise_schedule
 
-ARMS = {"vcd": VCD, "pai": PAI, "memvr": MemVR}  # the runner's variants, at the papers' defaults
-
 __all__ = [
-    "ARMS",
     "MemVR",
     "PAI",
     "VCD",

@@ -1,6 +1,6 @@
-"""A per-layer key-logit bias: one place where an intervention says how it changes attention logits.
+"""A per-layer key-logit bias: one place where a remedy says how it changes attention logits.
 
-An intervention registers, for a self-attention module, a *provider*: called once per forward, it
+A remedy registers, for a self-attention module, a *provider*: called once per forward, it
 returns a function `bias(scores, key_positions, rows=None)` for that forward, where `scores` are
 pre-softmax attention logits (q.k * scaling) of the forward's **last query** (the one that predicts
 the next token) with any shape `[b, ..., S']`, `key_positions` `[S']` are the KV-cache indices of the
@@ -11,8 +11,8 @@ Two readers apply the same bias, so they agree by construction:
 - the attention implementation registered here (`keybias_<inner>` for eager, sdpa or a windowed
   variant): the forward's other query rows run through the inner implementation untouched; the last
   row runs with the inner implementation too, its mask plus the bias (eager returns its weights);
-- `VisualAttentionMass`, which rebuilds the softmax from q and the cached keys (see the patch in
-  the interventions' report): it asks `key_logit_bias(attn)` and adds the bias to its scores.
+- `VisualAttentionMass`, which rebuilds the softmax from q and the cached keys: it
+  asks `key_logit_bias(attn)` and adds the bias to its scores.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from ..errors import InputError
+from .errors import InputError
 
 PREFIX = "keybias_"
 KeyBias = Callable[..., torch.Tensor]  # (scores [b, ..., S'], positions [S'], rows [b] | None) -> bias

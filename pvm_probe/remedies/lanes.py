@@ -19,14 +19,14 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ._base import Intervention, cache_length
+from .base import Remedy, cache_length
 
 ROW_INPUTS = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "mm_token_type_ids")
 IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "image_sizes", "mm_encoder_outputs")
 UNBATCHED = ("cache", "past_key_values", "cache_position", "logits_to_keep", *IMAGE_INPUTS)
 
 
-class TwoLanes(Intervention):
+class TwoLanes(Remedy):
     """Subclasses define `_start(kwargs)` (a request begins: check it, prepare the lane),
     `_lane(kwargs)` (the B counterpart rows of every row input present, plus `position_ids`),
     `_images(kwargs)` (image inputs for 2B rows; default unchanged) and `combine(a, b)` -> logits."""
@@ -54,10 +54,10 @@ class TwoLanes(Intervention):
     # ---- hooks ---------------------------------------------------------------------------------
     def _extend(self, _module, args, kwargs):
         if args:
-            raise InputError(f"inside {self.name}, call the model with keyword arguments (as generate does)")
+            raise InputError(f"inside {self.title}, call the model with keyword arguments (as generate does)")
         for key, value in kwargs.items():
             if isinstance(value, torch.Tensor) and key not in ROW_INPUTS + UNBATCHED + ("position_ids",):
-                raise InputError(f"{self.name} does not know how to batch the input {key!r}")
+                raise InputError(f"{self.title} does not know how to batch the input {key!r}")
         if cache_length(kwargs) == 0:
             self._start(kwargs)
         rows = kwargs.get("input_ids")
