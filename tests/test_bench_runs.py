@@ -8,6 +8,7 @@ import pytest
 
 from pvm_probe.benchmarks.mini_amber import write_mini_amber
 from pvm_probe.benchmarks.mini_coco import write_mini_coco
+from pvm_probe.errors import InputError
 from pvm_probe.loading import load_base
 from pvm_probe.runner import RunConfig, run
 from pvm_probe.suites import AmberSuite, ChairSuite, PopeSuite
@@ -72,3 +73,19 @@ def test_amber_run(model, tmp_path):
         claims = [c for r in records if r["variant"] == name for c in r["claims"]]
         assert metrics["nouns"] == len(claims) and metrics["chair"] == _error_rate(claims)
     json.dumps(out, allow_nan=False)
+
+
+def test_suite_specs_make_the_suites(tmp_path):
+    from pvm_probe.jobs import make_suite
+    from pvm_probe.specs import SuiteSpec
+
+    coco, amber = write_mini_coco(tmp_path / "coco"), write_mini_amber(tmp_path / "amber")
+    chair = make_suite(SuiteSpec(name="chair", coco=str(coco), sample=2, seed=4))
+    assert isinstance(chair, ChairSuite) and chair.settings()["sample"] == 2 and chair.settings()["seed"] == 4
+    pope = make_suite(SuiteSpec(name="pope", coco=str(coco), splits=["random"], image_count=2, per_image=1))
+    assert isinstance(pope, PopeSuite) and len(pope) == 4
+    assert isinstance(make_suite(SuiteSpec(name="amber", amber=str(amber))), AmberSuite)
+    with pytest.raises(InputError, match="--coco does not apply to --suite amber"):
+        make_suite(SuiteSpec(name="amber", amber=str(amber), coco=str(coco)))
+    with pytest.raises(InputError, match="--suite pope needs --coco DIR"):
+        make_suite(SuiteSpec(name="pope"))
