@@ -143,8 +143,8 @@ def write_captions(path: Path, rows) -> Path:
 
 
 CAPTIONS = [
-    {"image_id": 101, "caption": "A dog and a cat on a couch. There is no chair."},
-    {"image_id": 102, "caption": "A man is seated at a table with cups, bowls, and bottles."},
+    {"image_id": 101, "caption": "A dog and a cat. There is no chair."},
+    {"image_id": 102, "caption": "A man is seated at a table with cups, bowls, and bottles, and more bowls."},
     {"image_id": "COCO_val2014_000000000104.jpg", "answer": "A pizza with a fork and a knife on a table."},
 ]
 
@@ -152,16 +152,18 @@ CAPTIONS = [
 def test_score_matches_hand_counts(mini_coco, tmp_path):
     result = score_captions(write_captions(tmp_path / "c.jsonl", CAPTIONS), mini_coco)
     ref, fixed = result["variants"]["reference"], result["variants"]["fixed"]
-    # reference: 101 dog cat couch chair(H); 102 person chair(H: seated) dining-table cup bowl(H) bottle;
-    # 104 pizza fork knife dining-table. 14 mentions, 3 hallucinated, 2 of 3 captions; every truth recalled.
-    assert (ref["mentions"], ref["hallucinated"]) == (14, 3)
-    assert ref["CHAIR_s"] == pytest.approx(2 / 3) and ref["CHAIR_i"] == pytest.approx(3 / 14)
-    assert ref["recall"] == pytest.approx((3 + 4 + 4) / (3 + 4 + 4))
-    assert ref["words"] == pytest.approx((12 + 12 + 11) / 3)
-    assert ref["length"] == pytest.approx((14 + 15 + 12) / 3)  # nltk tokens, commas and full stops included
-    # fixed: "no chair" and "seated" make no mention: 12 mentions, bowl the one hallucination
-    assert (fixed["mentions"], fixed["hallucinated"], fixed["CHAIR_s"]) == (12, 1, pytest.approx(1 / 3))
-    assert result["per_caption"][1]["reference"]["hallucinated"] == [["seated", "chair"], ["bowls", "bowl"]]
+    # reference: 101 dog cat chair(H) (the couch not named); 102 person chair(H: seated) dining-table cup
+    # bowl(H) bottle bowl(H); 104 pizza fork knife dining-table: 14 mentions, 4 hallucinated (a repeat counts
+    # again), in 2 of 3 captions
+    assert (ref["mentions"], ref["hallucinated"]) == (14, 4)
+    assert ref["CHAIR_s"] == pytest.approx(2 / 3) and ref["CHAIR_i"] == pytest.approx(4 / 14)
+    assert ref["recall"] == pytest.approx((2 + 4 + 4) / (3 + 4 + 4))  # pooled over captions, not averaged
+    assert ref["words"] == pytest.approx((9 + 15 + 11) / 3)
+    assert ref["length"] == pytest.approx((11 + 19 + 12) / 3)  # nltk tokens, commas and full stops included
+    # fixed: "no chair" and "seated" make no mention: 12 mentions, the two bowls the hallucinations
+    assert (fixed["mentions"], fixed["hallucinated"], fixed["CHAIR_s"]) == (12, 2, pytest.approx(1 / 3))
+    assert result["per_caption"][1]["reference"]["hallucinated"] == [["seated", "chair"], ["bowls", "bowl"],
+                                                                     ["bowls", "bowl"]]
 
 
 def test_score_reads_a_json_list_and_the_cli_prints_both_variants(mini_coco, tmp_path, capsys):
@@ -169,8 +171,8 @@ def test_score_reads_a_json_list_and_the_cli_prints_both_variants(mini_coco, tmp
     captions.write_text(json.dumps(CAPTIONS))
     assert main(["score", str(captions), "--coco", str(mini_coco), "--json", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
-    assert "reference" in out and "fixed" in out and "CHAIR_i" in out and "21.4" in out  # 3 / 14
-    assert json.loads((tmp_path / "m.json").read_text())["variants"]["reference"]["hallucinated"] == 3
+    assert "reference" in out and "fixed" in out and "CHAIR_i" in out and "28.6" in out  # 4 / 14
+    assert json.loads((tmp_path / "m.json").read_text())["variants"]["reference"]["hallucinated"] == 4
 
 
 @pytest.mark.parametrize("line,message", [
