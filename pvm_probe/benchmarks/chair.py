@@ -146,11 +146,11 @@ class ChairParser:
                 i += 1
         return merged
 
-    def _counts(self, toks: list[nlp.Token], first: int) -> bool:
+    def _counts(self, toks: tuple[nlp.Token, ...], first: int) -> bool:
         return self.variant == "reference" or not _negated(toks, first)
 
 
-def _negated(toks: list[nlp.Token], index: int) -> bool:
+def _negated(toks: tuple[nlp.Token, ...], index: int) -> bool:
     """A negation word earlier in the token's sentence, with no clause break (',' ';' ':') or "but" between."""
     for tok in reversed(toks[:index]):
         if tok.text in NEGATIONS:
