@@ -213,3 +213,16 @@ def test_score_help_loads_neither_torch_nor_nltk():
             "assert 'torch' not in sys.modules and 'nltk' not in sys.modules, sorted(sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--coco" in done.stdout, done.stderr
+
+
+def test_nothing_is_looked_up_in_nltk_data(monkeypatch):
+    import nltk.data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"nltk data lookup {args}")
+
+    monkeypatch.setattr(nltk.data, "find", refuse)
+    monkeypatch.setattr(nltk.data, "load", refuse)
+    for cached in (nlp._tagger, nlp._sentence_splitter, nlp._word_tokenizer, nlp._wordnet, nlp.tokens):
+        cached.cache_clear()
+    assert ChairParser().objects("Dr. Smith is seated. Two vases.") == ["chair"]
