@@ -161,4 +161,4 @@ def nouns(text: str) -> list[tuple[str, int]]:
     tagged NN*, lemmatised as nouns (WordNet; a capitalised word is not in WordNet and stays as it is)."""
     from . import nlp
 
-    return [(nlp.lemmatize(t.text, "n"), t.start) for t in nlp.tokens(text, lower=False) if t.tag.startswith("NN")]
+    return [(nlp.lemmatize(t.text, "n"), t.start) for t in nlp.tokens(text, lowercase=False) if t.tag.startswith("NN")]

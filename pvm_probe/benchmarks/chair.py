@@ -47,6 +47,7 @@ DOUBLE_WORDS = {
     "bow tie": "tie", "toilet seat": "toilet", "wine glas": "wine glass",
 }
 NEGATIONS = frozenset(("no", "not", "n't", "without", "neither", "nor", "never", "none"))
+CLAUSE_BREAKS = frozenset((",", ";", ":", "and", "but", "while", "whereas"))  # a negation does not reach past
 _FIXED_NOT_OBJECTS = frozenset(("seat", "bow"))
 
 
@@ -146,15 +147,16 @@ class ChairParser:
                 i += 1
         return merged
 
-    def _counts(self, toks: list[nlp.Token], first: int) -> bool:
+    def _counts(self, toks: tuple[nlp.Token, ...], first: int) -> bool:
         return self.variant == "reference" or not _negated(toks, first)
 
 
-def _negated(toks: list[nlp.Token], index: int) -> bool:
-    """A negation word earlier in the token's sentence, with no clause break (',' ';' ':') or "but" between."""
+def _negated(toks: tuple[nlp.Token, ...], index: int) -> bool:
+    """A negation word earlier in the token's sentence with no clause break between: "there is no dog",
+    "no cats or dogs", but not "no cats, and a dog"."""
     for tok in reversed(toks[:index]):
         if tok.text in NEGATIONS:
             return True
-        if tok.tag == "." or tok.text in {",", ";", ":", "but", "while", "whereas", "and"}:
+        if tok.tag == "." or tok.text in CLAUSE_BREAKS:
             return False
     return False

@@ -45,7 +45,8 @@ class Coco:
         return path
 
     def ground_truth(self, image_id: int, variant: str = "reference") -> frozenset[str]:
-        """The reference's objects of an image: instance categories plus objects in its human captions."""
+        """The reference's objects of an image: instance categories plus the objects that CHAIR's parser (of
+        `variant`, the same that reads the generated captions) finds in its human captions."""
         key = (image_id, variant)
         if key not in self._truth:
             if image_id not in self.files:

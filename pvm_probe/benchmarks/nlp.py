@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import lzma
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 # nltk's WordNet suffix rules (nltk/corpus/reader/wordnet.py MORPHOLOGICAL_SUBSTITUTIONS), in nltk's order
@@ -104,10 +104,11 @@ def _tagger():
     return tagger
 
 
-def tokens(text: str, lower: bool = True) -> list[Token]:
-    """`nltk.pos_tag(nltk.word_tokenize(text.lower()))` with each token's span in `text` (`lower=False`: of
-    the text as written, as AMBER reads it)."""
-    lower, where = _lowered(text) if lower else (text, list(range(len(text))))
+@lru_cache(maxsize=8192)  # both CHAIR variants parse the same captions
+def tokens(text: str, lowercase: bool = True) -> tuple[Token, ...]:
+    """`nltk.pos_tag(nltk.word_tokenize(text.lower()))` with each token's span in `text` (`lowercase=False`:
+    of the text as written, as AMBER reads it)."""
+    lower, where = _lowered(text) if lowercase else (text, list(range(len(text))))
     words, spans = [], []
     for start, end in _sentence_splitter().span_tokenize(lower):
         sentence = lower[start:end]
@@ -115,7 +116,7 @@ def tokens(text: str, lower: bool = True) -> list[Token]:
         words += pieces
         spans += [(start + a, start + b) for a, b in _align(pieces, sentence)]
     tags = [tag for _, tag in _tagger().tag(words)] if words else []
-    return [Token(w, t, where[a], where[b - 1] + 1) for w, t, (a, b) in zip(words, tags, spans, strict=True)]
+    return tuple(Token(w, t, where[a], where[b - 1] + 1) for w, t, (a, b) in zip(words, tags, spans, strict=True))
 
 
 def _lowered(text: str) -> tuple[str, list[int]]:
