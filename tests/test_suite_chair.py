@@ -49,6 +49,14 @@ def test_seeded_sample_and_its_settings(coco):
     assert request.meta == {"image_id": suite.image_ids[0]} and request.images[0].size == (64, 48)
 
 
+def test_calibration_avoids_the_evaluated_images(coco):
+    suite = ChairSuite(coco, sample=2, seed=5)
+    calibration = suite.calibration(8)
+    assert sorted(r.meta["image_id"] for r in calibration) == sorted(set(suite.coco.image_ids) - set(suite.image_ids))
+    everything = ChairSuite(coco, sample=4)
+    assert [r.meta["image_id"] for r in everything.calibration(2)] == everything.image_ids[:2]  # nothing else
+
+
 def test_claims_carry_their_tokens(coco):
     suite = ChairSuite(coco, sample=4)
     request = suite.request(suite.image_ids.index(101))

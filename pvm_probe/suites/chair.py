@@ -17,6 +17,7 @@ primary numbers) and `fixed` (its known faults repaired), side by side.
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from ..benchmarks.chair import VARIANTS, ChairParser
@@ -96,9 +97,25 @@ class ChairSuite(Suite):
 
     def request(self, index: int) -> Request:
         self.check_request(index)
-        image_id = self.image_ids[index]
+        return self._request(index, self.image_ids[index])
+
+    def _request(self, index: int, image_id: int) -> Request:
         image = open_rgb(self.coco.image_path(image_id))
         return Request(index, f"coco-{image_id}", (image,), self.prompt, {"image_id": image_id})
+
+    def calibration(self, count: int) -> list[Request]:
+        """Requests on other images of the directory (seeded), never the evaluated ones; the first evaluated
+        requests only when the directory has no other image."""
+        evaluated = set(self.image_ids)
+        others = [i for i in self.coco.image_ids if i not in evaluated]
+        random.Random(f"calibration-{self.seed or 0}").shuffle(others)
+        present = list(itertools.islice((i for i in others if self._has_file(i)), count))
+        if not present:
+            return super().calibration(count)
+        return [self._request(k, image_id) for k, image_id in enumerate(present)]
+
+    def _has_file(self, image_id: int) -> bool:
+        return (self.coco.root / self.coco.split / self.coco.files[image_id]).is_file()
 
     def max_new_tokens(self, request: Request) -> int:
         return self.budget
