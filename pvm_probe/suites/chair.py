@@ -115,7 +115,11 @@ class ChairSuite(Suite):
         return [self._request(k, image_id) for k, image_id in enumerate(present)]
 
     def _has_file(self, image_id: int) -> bool:
-        return (self.coco.root / self.coco.split / self.coco.files[image_id]).is_file()
+        try:
+            self.coco.image_path(image_id)
+        except InputError:
+            return False
+        return True
 
     def max_new_tokens(self, request: Request) -> int:
         return self.budget
