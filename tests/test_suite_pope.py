@@ -93,3 +93,11 @@ def test_bad_input(coco, tmp_path):
     (broken / "val2014" / "COCO_val2014_000000000102.jpg").unlink()
     with pytest.raises(InputError, match="image 102 is missing"):
         PopeSuite(broken, image_count=4)
+
+
+def test_building_settings_do_not_apply_to_official_files(coco, tmp_path):
+    path = tmp_path / "coco_pope_random.json"
+    path.write_text('{"question_id": 1, "image": "COCO_val2014_000000000104.jpg", "text": "Is there a pizza in the '
+                    'image?", "label": "yes"}\n')
+    with pytest.raises(InputError, match="--splits, --seed build POPE questions"):
+        PopeSuite(coco, questions=[str(path)], splits=["random"], seed=2)

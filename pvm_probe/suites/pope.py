@@ -34,30 +34,37 @@ class PopeSuite(Suite):
                                           ("popular", 0.860, 0.841, 0.888, 0.864, 0.528),
                                           ("adversarial", 0.791, 0.744, 0.888, 0.810, 0.597))]
 
-    def __init__(self, coco=None, questions=None, splits=pope.SPLITS, image_count: int = 500, per_image: int = 3,
-                 seed: int = 0, max_new_tokens: int = 16):
-        check_int("image_count", image_count, 1)
-        check_int("per_image", per_image, 1)
-        check_int("seed", seed, 0)
+    def __init__(self, coco=None, questions=None, splits=None, image_count: int | None = None,
+                 per_image: int | None = None, seed: int | None = None, max_new_tokens: int = 16):
         check_int("max_new_tokens", max_new_tokens, 1)
         if coco is None:
             raise InputError("--suite pope needs --coco DIR (COCO images with instances_*.json and captions_*.json)")
         self.coco = load_coco(coco)
-        self.budget, self.seed, self.image_count, self.per_image = max_new_tokens, seed, image_count, per_image
+        self.budget = max_new_tokens
         self.question_files = [str(q) for q in ([questions] if isinstance(questions, str) else questions or [])]
+        building = {"splits": splits, "image_count": image_count, "per_image": per_image, "seed": seed}
         if self.question_files:
+            given = [f"--{k.replace('_', '-')}" for k, v in building.items() if v is not None]
+            if given:
+                raise InputError(f"{', '.join(given)} build POPE questions: they do not apply with --questions")
             self.questions = [q for path in self.question_files for q in pope.read_question_file(path)]
         else:
-            splits = (splits,) if isinstance(splits, str) else tuple(splits)
-            unknown = [s for s in splits if s not in pope.SPLITS]
-            if unknown or not splits:
-                raise InputError(f"unknown POPE split {unknown[0] if unknown else '(none)'!r}; known: "
-                                 f"{', '.join(pope.SPLITS)}")
-            objects = {self.coco.files[i]: list(dict.fromkeys(names)) for i, names in self.coco.categories.items()}
-            self.questions = [q for split in splits for q in pope.build_questions(objects, split, image_count,
-                                                                                   per_image, seed)]
+            self.building = {"splits": _splits(splits), "image_count": 500 if image_count is None else image_count,
+                             "per_image": 3 if per_image is None else per_image, "seed": seed or 0}
+            self.questions = self._build(**self.building)
         self.splits = list(dict.fromkeys(q.split for q in self.questions))
         self._ids = {name: i for i, name in self.coco.files.items()}
+        self._check_images()
+
+    def _build(self, splits, image_count, per_image, seed) -> list[pope.Question]:
+        check_int("image_count", image_count, 1)
+        check_int("per_image", per_image, 1)
+        check_int("seed", seed, 0)
+        objects = {self.coco.files[i]: list(dict.fromkeys(names)) for i, names in self.coco.categories.items()
+                   if i in self.coco.files}  # distinct, in annotation order
+        return [q for split in splits for q in pope.build_questions(objects, split, image_count, per_image, seed)]
+
+    def _check_images(self) -> None:
         unknown = sorted({q.image for q in self.questions} - set(self._ids))
         if unknown:
             raise InputError(f"COCO {self.coco.root} split {self.coco.split}: {len(unknown)} images the POPE "
@@ -100,10 +107,17 @@ class PopeSuite(Suite):
         return out
 
     def settings(self) -> dict:
-        source = ({"questions": [str(p) for p in self.question_files]} if self.question_files else
-                  {"image_count": self.image_count, "per_image": self.per_image, "seed": self.seed})
-        return {"suite": self.name, "coco": str(self.coco.root.resolve()), "splits": self.splits,
-                "requests": len(self), "max_new_tokens": self.budget, **source}
+        source = {"questions": self.question_files} if self.question_files else dict(self.building)
+        return {"suite": self.name, "coco": str(self.coco.root.resolve()), "requests": len(self),
+                "max_new_tokens": self.budget, **source, "splits": self.splits}
+
+
+def _splits(splits) -> tuple[str, ...]:
+    splits = pope.SPLITS if splits is None else (splits,) if isinstance(splits, str) else tuple(splits)
+    unknown = [s for s in splits if s not in pope.SPLITS]
+    if unknown or not splits:
+        raise InputError(f"unknown POPE split {unknown[0] if unknown else '(none)'!r}; known: {', '.join(pope.SPLITS)}")
+    return splits
 
 
 def _mean_share(claims: list[dict]) -> float | None:
