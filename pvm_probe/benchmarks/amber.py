@@ -148,11 +148,12 @@ def metrics(judged: list[tuple[list[Noun], list[bool], list[bool]]]) -> dict:
     cognised = [c for _, _, slots in judged for c in slots]
     hallucinated = [any(n.verdict == "hallucinated" for n in found) for found, _, _ in judged]
     return {"descriptions": len(judged), "nouns": len(nouns),
-            "chair": _share([n.verdict == "hallucinated" for n in nouns]), "cover": _share(covered),
-            "hal": _share(hallucinated), "cog": _share(cognised)}
+            "chair": share([n.verdict == "hallucinated" for n in nouns]), "cover": share(covered),
+            "hal": share(hallucinated), "cog": share(cognised)}
 
 
-def _share(flags: list[bool]) -> float | None:
+def share(flags: list[bool]) -> float | None:
+    """The share of true flags (None for none)."""
     return sum(flags) / len(flags) if flags else None
 
 

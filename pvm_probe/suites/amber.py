@@ -67,7 +67,7 @@ class AmberSuite(Suite):
         """AMBER's generative metrics over one variant's records, and its CHAIR by quarter of the answer."""
         out = amber_data.metrics([self._judge(r["answer"], r["meta"]) for r in records])
         claims = [c for r in records for c in r["claims"]]
-        out["chair_by_quarter"] = [_share([not c["correct"] for c in claims if c["quarter"] == q]) for q in range(4)]
+        out["chair_by_quarter"] = [amber_data.share([not c["correct"] for c in claims if c["quarter"] == q]) for q in range(4)]
         return out
 
     def settings(self) -> dict:
@@ -76,6 +76,3 @@ class AmberSuite(Suite):
                 "requests": len(self), "max_new_tokens": self.budget,
                 "matching": "exact after lemmatisation (AMBER's spaCy similarity step is not reproduced)"}
 
-
-def _share(flags: list[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None
