@@ -10,6 +10,7 @@ from pvm_probe.benchmarks.mini_amber import write_mini_amber
 from pvm_probe.benchmarks.mini_coco import write_mini_coco
 from pvm_probe.errors import InputError
 from pvm_probe.loading import load_base
+from pvm_probe.report.benchmarks import variant_benchmarks
 from pvm_probe.runner import RunConfig, run
 from pvm_probe.suites import AmberSuite, ChairSuite, PopeSuite
 from pvm_probe.variants import BASELINE, Variant
@@ -32,7 +33,9 @@ def _run(model, suite, directory):
     for r in records:
         for c in r["claims"]:
             assert c["token"] is not None and c["mass"] is not None and len(c["mass"]) == len(r["mass"]["layers"])
-    return {v.name: suite.benchmark([r for r in records if r["variant"] == v.name]) for v in VARIANTS}
+    out = variant_benchmarks(suite, records)
+    assert list(out) == [v.name for v in VARIANTS]
+    return out
 
 
 def _error_rate(records_claims):

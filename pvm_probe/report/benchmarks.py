@@ -1,6 +1,6 @@
 """The report's benchmarks section, as pure functions of `benchmark()` outputs (no model, no files).
 
-    benchmarks = {variant: suite.benchmark(records of that variant)}
+    benchmarks = variant_benchmarks(suite, records)   # {variant: suite.benchmark(its records)}
     html = benchmarks_html("chair", benchmarks, ChairSuite.published)
     fig, caption = hallucination_by_quarter_figure("chair", benchmarks)   # None for POPE
 
@@ -28,6 +28,15 @@ COLUMNS = {"chair": _CHAIR, "pope": _POPE, "amber": _AMBER}
 # where a suite's by-quarter hallucination rate lies in benchmark(): {group: key}
 BY_QUARTER = {"chair": {"reference": "CHAIR_i_by_quarter", "fixed": "CHAIR_i_by_quarter"},
               "amber": {None: "chair_by_quarter"}}
+
+
+def variant_benchmarks(suite, records: list[dict]) -> dict[str, dict]:
+    """{variant: suite.benchmark(that variant's records)}, variants in record order; {} for a suite without
+    benchmark metrics."""
+    if not hasattr(suite, "benchmark"):
+        return {}
+    names = dict.fromkeys(r["variant"] for r in records)
+    return {name: suite.benchmark([r for r in records if r["variant"] == name]) for name in names}
 
 
 def groups(suite: str, benchmark: dict) -> list[tuple[str | None, dict]]:

@@ -67,7 +67,8 @@ class AmberSuite(Suite):
         """AMBER's generative metrics over one variant's records, and its CHAIR by quarter of the answer."""
         out = amber_data.metrics([self._judge(r["answer"], r["meta"]) for r in records])
         claims = [c for r in records for c in r["claims"]]
-        out["chair_by_quarter"] = [amber_data.share([not c["correct"] for c in claims if c["quarter"] == q]) for q in range(4)]
+        out["chair_by_quarter"] = [amber_data.share([not c["correct"] for c in claims if c["quarter"] == q])
+                                   for q in range(4)]
         return out
 
     def settings(self) -> dict:
