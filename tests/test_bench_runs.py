@@ -8,6 +8,7 @@ import pytest
 
 from pvm_probe.benchmarks.mini_amber import write_mini_amber
 from pvm_probe.benchmarks.mini_coco import write_mini_coco
+from pvm_probe.benchmarks.score import score_captions
 from pvm_probe.errors import InputError
 from pvm_probe.loading import load_base
 from pvm_probe.report.benchmarks import variant_benchmarks
@@ -43,11 +44,18 @@ def _error_rate(records_claims):
 
 
 def test_chair_run(model, tmp_path):
-    suite = ChairSuite(write_mini_coco(tmp_path / "coco"), sample=3, seed=1, max_new_tokens=12)
+    coco = write_mini_coco(tmp_path / "coco")
+    suite = ChairSuite(coco, sample=3, seed=1, max_new_tokens=12)
     out = _run(model, suite, tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
     for name, metrics in out.items():
         mine = [r for r in records if r["variant"] == name]
+        logged = tmp_path / f"{name}.jsonl"  # the answers as a published caption log, scored with no model
+        logged.write_text("".join(json.dumps({"image_id": r["meta"]["image_id"], "caption": r["answer"]}) + "\n"
+                                  for r in mine))
+        scored = score_captions(logged, coco, per_caption=False)["variants"]
+        for parser in ("reference", "fixed"):
+            assert {k: metrics[parser][k] for k in scored[parser]} == scored[parser]
         claims = [c for r in mine for c in r["claims"]]
         assert metrics["reference"]["CHAIR_i"] == _error_rate(claims)  # the claims are the reference's mentions
         assert metrics["reference"]["mentions_by_quarter"] == [sum(c["quarter"] == q for c in claims) for q in range(4)]
