@@ -89,8 +89,8 @@ class ChairSuite(Suite):
         absent = [i for i in ids if i not in known]
         if absent:
             raise InputError(f"CHAIR protocol {self.protocol.name}: {len(absent)} of its {len(ids)} image ids are not "
-                             f"in COCO {self.coco.root} split {self.coco.split} (e.g. {absent[0]}); it needs COCO "
-                             f"{self.protocol.split}")
+                             f"in COCO {self.coco.root} split {self.coco.split} (e.g. {absent[0]}); it needs the full "
+                             f"COCO {self.protocol.split}, or use --sample N")
 
     def __len__(self) -> int:
         return len(self.image_ids)
