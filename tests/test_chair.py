@@ -276,4 +276,4 @@ def test_nothing_is_looked_up_in_nltk_data(monkeypatch):
     for cached in (nlp._tagger, nlp._sentence_splitter, nlp._word_tokenizer, nlp._wordnet, nlp.tokens):
         cached.cache_clear()
     assert ChairParser().objects("Dr. Smith is seated. Two vases.") == ["chair"]
-    assert ChairParser("fixed").objects("Dr. Smith is seated. Two vases.") == ["person", "vase"]
+    assert ChairParser("fixed").objects("Dr. Smith is seated. Two vases.") == ["vase"]
