@@ -9,7 +9,9 @@ HALC vendor, from LisaAnne/Hallucination utils/chair.py): nltk tokens, POS tags 
 - two synonyms written with a leading space (" motor bike", " cheesecake") never match, nor does "iPhone"
   (captions are lower-cased);
 - "train track" and "home plate" are double words that are no object, so they hide "train" and "plate";
-- negation is ignored: "there is no dog" mentions a dog.
+- negation is ignored: "there is no dog" mentions a dog;
+- a word glued to an em dash or an opening apostrophe is no word of the table ("a woman—holding",
+  "a 'dog'"), as nltk <= 3.8 tokenised them.
 
 `ChairParser("fixed")` changes exactly these, to be reported beside the reference, never instead of it:
 - a mention after a negation in its sentence ("no dogs", "there is no cat", "without a chair") is dropped;
@@ -18,7 +20,9 @@ HALC vendor, from LisaAnne/Hallucination utils/chair.py): nltk tokens, POS tags 
   or adjective on lower-cased text ("an oven", "a couch") still counts;
 - "seat" is not a chair and "bow" is not a tie ("bow tie" still is);
 - a lemma that is a COCO word wins over a shorter one that is not ("men" -> man -> person, "vases" -> vase);
-- the synonyms with a leading space match, and so does "iphone".
+- the synonyms with a leading space match, and so does "iphone";
+- words are split as today's nltk splits them: "people—two men" and "a 'dog'" are no longer single tokens
+  that hide their objects (the reference splits as nltk <= 3.8 did; see `nlp`).
 """
 
 from __future__ import annotations
@@ -115,7 +119,7 @@ class ChairParser:
         return [m.object for m in self.mentions(caption)]
 
     def parse(self, caption: str) -> Parse:
-        toks = nlp.tokens(caption)
+        toks = nlp.tokens(caption, modern=self.variant == "fixed")
         words = self._merge_double_words([self._lemma(t) for t in toks])
         length = len(words)
         if any(w == "toilet" for w, _, _ in words):

@@ -3,8 +3,11 @@ and WordNet's lemmatiser, with character spans.
 
 The reference (shikiw/OPERA chair.py, vendored by the remedy papers) runs `nltk.word_tokenize` (Punkt
 sentences, then the Treebank-style word tokenizer), `nltk.pos_tag` and `WordNetLemmatizer.lemmatize(word,
-pos)`. nltk's code is used as is; the data it would download is shipped in `data/` (built by
-tools/build_chair_data.py, provenance and licenses in data/README.md):
+pos)`. nltk's code is used as is, with one exception: the published CHAIR numbers and released logs were
+scored with nltk <= 3.8, whose word tokenizer differs from today's in three regular-expression lists (3.9
+split em and en dashes off words, changed the opening-apostrophe rule and folds whitespace), so those
+three lists are nltk 3.8.1's (`_PaperEraWordTokenizer`). The data nltk would download is shipped in
+`data/` (built by tools/build_chair_data.py, provenance and licenses in data/README.md):
 
 - Punkt's English parameters and the tagger's weights, loaded into nltk's own classes;
 - of WordNet 3.0, only what morphy reads: the lemma names per part of speech and the exception lists.
@@ -85,10 +88,44 @@ def _sentence_splitter():
 
 
 @cache
-def _word_tokenizer():
+def _word_tokenizer(modern: bool = False):
+    """nltk's NLTKWordTokenizer: as installed (`modern`), or with nltk 3.8.1's quote and punctuation rules
+    (nltk/tokenize/destructive.py of nltk 3.8.1; its tokenize method is unchanged since)."""
+    import re
+
     from nltk.tokenize.destructive import NLTKWordTokenizer
 
-    return NLTKWordTokenizer()
+    if modern:
+        return NLTKWordTokenizer()
+
+    class _PaperEraWordTokenizer(NLTKWordTokenizer):
+        STARTING_QUOTES = [
+            (re.compile("([«“‘„]|[`]+)", re.U), r" \1 "),
+            (re.compile(r"^\""), r"``"),
+            (re.compile(r"(``)"), r" \1 "),
+            (re.compile(r"([ \(\[{<])(\"|\'{2})"), r"\1 `` "),
+            (re.compile(r"(?i)(\')(?!re|ve|ll|m|t|s|d|n)(\w)\b", re.U), r"\1 \2"),
+        ]
+        ENDING_QUOTES = [
+            (re.compile("([»”’])", re.U), r" \1 "),
+            (re.compile(r"''"), " '' "),
+            (re.compile(r'"'), " '' "),
+            (re.compile(r"([^' ])('[sS]|'[mM]|'[dD]|') "), r"\1 \2 "),
+            (re.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
+        ]
+        PUNCTUATION = [
+            (re.compile(r'([^\.])(\.)([\]\)}>"\'' "»”’ " r"]*)\s*$", re.U), r"\1 \2 \3 "),
+            (re.compile(r"([:,])([^\d])"), r" \1 \2"),
+            (re.compile(r"([:,])$"), r" \1 "),
+            (re.compile(r"\.{2,}", re.U), r" \g<0> "),
+            (re.compile(r"[;@#$%&]"), r" \g<0> "),
+            (re.compile(r'([^\.])(\.)([\]\)}>"\']*)\s*$'), r"\1 \2\3 "),
+            (re.compile(r"[?!]"), r" \g<0> "),
+            (re.compile(r"([^'])' "), r"\1 ' "),
+            (re.compile(r"[*]", re.U), r" \g<0> "),
+        ]
+
+    return _PaperEraWordTokenizer()
 
 
 @cache
@@ -104,15 +141,16 @@ def _tagger():
     return tagger
 
 
-@lru_cache(maxsize=8192)  # both CHAIR variants parse the same captions
-def tokens(text: str, lowercase: bool = True) -> tuple[Token, ...]:
-    """`nltk.pos_tag(nltk.word_tokenize(text.lower()))` with each token's span in `text` (`lowercase=False`:
-    of the text as written, as AMBER reads it)."""
+@lru_cache(maxsize=8192)  # captions are parsed again for the other variant, and for the ground truth
+def tokens(text: str, modern: bool = False, lowercase: bool = True) -> tuple[Token, ...]:
+    """`nltk.pos_tag(nltk.word_tokenize(text.lower()))` with each token's span in `text`: words split as
+    nltk 3.8.1 split them, or as the installed nltk does (`modern`: dashes and opening quotes split off);
+    `lowercase=False`: of the text as written, as AMBER reads it."""
     lower, where = _lowered(text) if lowercase else (text, list(range(len(text))))
     words, spans = [], []
     for start, end in _sentence_splitter().span_tokenize(lower):
         sentence = lower[start:end]
-        pieces = _word_tokenizer().tokenize(sentence)
+        pieces = _word_tokenizer(modern).tokenize(sentence)
         words += pieces
         spans += [(start + a, start + b) for a, b in _align(pieces, sentence)]
     tags = [tag for _, tag in _tagger().tag(words)] if words else []
