@@ -100,3 +100,19 @@ def test_suite_specs_make_the_suites(tmp_path):
         make_suite(SuiteSpec(name="amber", amber=str(amber), coco=str(coco)))
     with pytest.raises(InputError, match="--suite pope needs --coco DIR"):
         make_suite(SuiteSpec(name="pope"))
+
+
+def test_suites_come_back_from_their_settings(tmp_path):
+    """run.json keeps a suite's settings; the report can rebuild the suite from them to call benchmark()."""
+    coco, amber = write_mini_coco(tmp_path / "coco"), write_mini_amber(tmp_path / "amber")
+    questions = tmp_path / "coco_pope_random.json"
+    questions.write_text('{"question_id": 1, "image": "COCO_val2014_000000000104.jpg", "text": "Is there a pizza in '
+                         'the image?", "label": "yes"}\n')
+    for suite in (ChairSuite(coco, sample=3, seed=2, prompt="Describe.", max_new_tokens=7),
+                  PopeSuite(coco, splits=["popular", "random"], image_count=2, per_image=1, seed=3),
+                  PopeSuite(coco, questions=[str(questions)], max_new_tokens=5),
+                  AmberSuite(amber, max_new_tokens=9)):
+        settings = json.loads(json.dumps(suite.settings()))
+        again = type(suite).from_settings(settings)
+        assert again.settings() == suite.settings()
+        assert [r.id for r in again.requests()] == [r.id for r in suite.requests()]

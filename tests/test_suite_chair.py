@@ -95,7 +95,9 @@ def test_bad_input(coco, tmp_path):
     with pytest.raises(InputError, match="either a CHAIR protocol or --sample"):
         ChairSuite(coco, protocol="opera-500", sample=2)
     with pytest.raises(InputError, match="pins its prompt and max_new_tokens"):
-        ChairSuite(coco, max_new_tokens=64)
+        ChairSuite(coco, protocol="pai-500", max_new_tokens=64)
+    with pytest.raises(InputError, match="500 of its 500 image ids"):  # the protocol's own values are no conflict
+        ChairSuite(coco, protocol="pai-500", max_new_tokens=512, prompt="Please help me describe the image in detail.")
     with pytest.raises(InputError, match="--sample 5: COCO .* has only 4 images"):
         ChairSuite(coco, sample=5)
     with pytest.raises(InputError, match="does not exist"):

@@ -116,6 +116,11 @@ class Suite:
         """JSON-able description of what was asked (records, metrics.json's `setting`)."""
         raise NotImplementedError
 
+    @classmethod
+    def from_settings(cls, settings: dict):
+        """The suite again from its `settings()` (as run.json keeps them): its options that are there."""
+        return cls(**{k: settings[k] for k in cls.options if k in settings})
+
     def check_processor(self, processor) -> None:
         """Raise InputError if this suite cannot run with the base's processor (called before the weights load)."""
 

@@ -68,9 +68,10 @@ class ChairSuite(Suite):
             self.prompt, self.budget = prompt or OPERA_PROMPT, max_new_tokens or 512
             check_int("max_new_tokens", self.budget, 1)
         else:
-            if max_new_tokens is not None or prompt is not None:
-                raise InputError("a CHAIR protocol pins its prompt and max_new_tokens; use --sample N to choose them")
             self.protocol, self.sample, self.seed = load_protocol(protocol or DEFAULT_PROTOCOL), None, None
+            if max_new_tokens not in (None, self.protocol.max_new_tokens) or prompt not in (None, self.protocol.prompt):
+                raise InputError(f"CHAIR protocol {self.protocol.name} pins its prompt and max_new_tokens "
+                                 f"({self.protocol.max_new_tokens}); use --sample N to choose them")
             self.image_ids = list(self.protocol.image_ids)
             self.prompt, self.budget = self.protocol.prompt, self.protocol.max_new_tokens
             self._check_present(self.image_ids)

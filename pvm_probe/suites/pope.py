@@ -109,7 +109,7 @@ class PopeSuite(Suite):
     def settings(self) -> dict:
         source = {"questions": self.question_files} if self.question_files else dict(self.building)
         return {"suite": self.name, "coco": str(self.coco.root.resolve()), "requests": len(self),
-                "max_new_tokens": self.budget, **source, "splits": self.splits}
+                "max_new_tokens": self.budget, **source}
 
 
 def _splits(splits) -> tuple[str, ...]:
