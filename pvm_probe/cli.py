@@ -206,6 +206,22 @@ def train_base(parser):
     return run
 
 
+@command("score", "CHAIR of captions generated elsewhere ({image_id, caption} JSON lines) against a COCO directory")
+def score(parser):
+    parser.add_argument("captions", type=t.existing_file, help="JSON lines (or a JSON list) of {image_id, caption}")
+    parser.add_argument("--coco", type=t.existing_dir, required=True,
+                        help="COCO directory: annotations/instances_<split>.json and captions_<split>.json")
+    parser.add_argument("--split", help="the annotations' split, e.g. val2014 (default: the only one there)")
+    parser.add_argument("--json", type=t.output_file, help="write the metrics and per-caption results here ('-' for stdout)")
+
+    def run(args):
+        from .benchmarks.score import score_captions, table
+
+        _emit(score_captions(args.captions, args.coco, args.split), args.json, table)
+
+    return run
+
+
 @command("bench", "run a benchmark from the repository's analyses/ folder")
 def bench(parser):
     parser.add_argument("name", choices=["overhead", "probes", "train", "fit", "arms"])

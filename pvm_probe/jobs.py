@@ -28,6 +28,7 @@ from .placement import all_placements, layer_scores, measure_mass
 from .probes.tuned_lens import LensData, TunedLens, record_generations
 from .records import RECORDS, RUN, compatible
 from .registry import SUITES
+from .report.benchmarks import write_benchmarks
 from .report.build import build_report, check_output_dir, metrics_of, publish, seed_from_previous, working_dir
 from .runner import RunConfig, describe, run
 from .specs import ModelSpec, SuiteSpec
@@ -128,7 +129,10 @@ def _base_name(job: Job) -> str:
 def run_job(job: Job, directory) -> list[dict]:
     """Open the job and fill `directory` with its records (resuming what is there)."""
     model, processor, suite, variants = open_job(job)
-    return run(model, processor, suite, variants, directory, job.run, base=_base_name(job))
+    records = run(model, processor, suite, variants, directory, job.run, base=_base_name(job))
+    if records:  # the main process
+        write_benchmarks(suite, records, directory)
+    return records
 
 
 def report(job: Job, out) -> Path:
@@ -145,6 +149,7 @@ def report(job: Job, out) -> Path:
     records = run(model, processor, suite, variants, work, job.run, base=_base_name(job), lens=lens)
     if not records:  # not the main process
         return out / "report.html"
+    write_benchmarks(suite, records, work)
     build_report(work)
     return publish(work, out)
 

@@ -81,6 +81,9 @@ SUITES = Registry("pvm_probe.suites", "suite", {
     "world": "pvm_probe.suites.world.suite:WorldSuite",
     "scenes": "pvm_probe.suites.scenes.suite:ScenesSuite",
     "images": "pvm_probe.suites.images:ImagesSuite",
+    "chair": "pvm_probe.suites.chair:ChairSuite",
+    "pope": "pvm_probe.suites.pope:PopeSuite",
+    "amber": "pvm_probe.suites.amber:AmberSuite",
 })
 PROBES = Registry("pvm_probe.probes", "probe", {  # in record order: later probes may read earlier sections
     "mass": "pvm_probe.probes.builtin.mass:AttentionMassProbe",

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from . import cli_types as t
+from .benchmarks.pope import SPLITS as POPE_SPLITS
+from .benchmarks.protocol import protocol_names
 from .registry import SUITES
 
 
@@ -61,7 +63,8 @@ class SuiteSpec:
     scenes: int | None = field(default=None, metadata=flag(
         "world / scenes: held-out scenes (default 64)", type=t.positive_int))
     seed: int | None = field(default=None, metadata=flag(
-        "world / scenes: held-out scene set (default 0)", type=t.held_out_seed))
+        "world / scenes: held-out scene set (default 0); chair --sample / pope: the draw (default 0)",
+        type=t.held_out_seed))
     length: int | None = field(default=None, metadata=flag(
         "world: filler units per step (default 3)", type=t.non_negative_int))
     filler: str | None = field(default=None, metadata=flag(
@@ -69,9 +72,34 @@ class SuiteSpec:
     image_size: int | None = field(default=None, metadata=flag(
         "scenes: image side in px (default 448)", type=t.positive_int))
     max_new_tokens: int | None = field(default=None, metadata=flag(
-        "scenes / images: answer budget", type=t.positive_int))
+        "scenes / images / chair --sample / pope / amber: answer budget", type=t.positive_int))
     data: str | None = field(default=None, metadata=flag(
         "images: JSONL of {image, prompt, objects?}", type=t.existing_file))
+    coco: str | None = field(default=None, metadata=flag(
+        "chair / pope: COCO directory (annotations/instances_*.json, captions_*.json, <split>/ images)",
+        type=t.existing_dir))
+    protocol: str | None = field(default=None, metadata=flag(
+        "chair: a pinned protocol (image ids, prompt, max_new_tokens; default opera-500)",
+        choices=protocol_names))
+    sample: int | None = field(default=None, metadata=flag(
+        "chair: a seeded sample of N of the directory's images instead of a protocol", type=t.positive_int))
+    prompt: str | None = field(default=None, metadata=flag(
+        "chair --sample: the prompt (default OPERA's \"Please describe this image in detail.\")"))
+    questions: list | None = field(default=None, metadata=flag(
+        "pope: official POPE question files (JSON lines) instead of building questions", nargs="+",
+        type=t.existing_file))
+    splits: list | None = field(default=None, metadata=flag(
+        "pope: which negative sampling (default all three)", nargs="+",
+        choices=POPE_SPLITS))
+    image_count: int | None = field(default=None, metadata=flag(
+        "pope: images to build questions on (default 500)", type=t.positive_int))
+    per_image: int | None = field(default=None, metadata=flag(
+        "pope: objects asked about per image, each with one absent object (default 3)", type=t.positive_int))
+    amber: str | None = field(default=None, metadata=flag(
+        "amber: AMBER's data directory (annotations.json, query/query_generative.json, relation.json, "
+        "safe_words.txt)", type=t.existing_dir))
+    image_dir: str | None = field(default=None, metadata=flag(
+        "amber: AMBER's images (default: the data directory's sibling image/)", type=t.existing_dir))
 
     def resolved_name(self, base) -> str:
         return self.name or ("images" if self.data else "scenes" if base else "world")

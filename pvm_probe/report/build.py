@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..io import atomic_write, atomic_write_json, atomic_write_text, swap_in, unwritable
 from ..records import RECORDS, RUN, read_records
 from ..registry import SUITES
+from .benchmarks import BENCHMARK_FILE
 from .figures import report_figures
 from .metrics import build_metrics
 from .page import page
@@ -33,9 +34,13 @@ def metrics_of(directory) -> tuple[dict, list[dict], dict]:
     if not records:
         raise InputError(f"{directory / RECORDS} holds no records: nothing to report")
     suite = SUITES.get(run["suite"]["suite"])
+    benchmark = directory / BENCHMARK_FILE
     curves = {name: spec["about"]["curves"] for name, spec in run["variants"].items()
               if spec.get("control") is None and (spec.get("about") or {}).get("curves")}
-    return build_metrics(run, records, list(suite.claim_kinds), suite.higher_is_better), records, curves
+    metrics = build_metrics(run, records, list(suite.claim_kinds), suite.higher_is_better)
+    if benchmark.is_file():  # the suite's own benchmark metrics (benchmarks.write_benchmarks)
+        metrics.update(json.loads(benchmark.read_text()))
+    return metrics, records, curves
 
 
 def build_report(directory) -> Path:

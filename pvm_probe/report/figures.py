@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..plots import report as plots
 from ..probes.protocol import Figure
 from ..registry import PROBES, REMEDIES
+from .benchmarks import hallucination_by_quarter_figure
 
 
 def _caption_claims(metrics: dict) -> str:
@@ -49,6 +50,10 @@ def report_figures(metrics: dict, records: list[dict], curves: dict) -> list[Fig
     for name, probe in PROBES.items():
         if any(r.get(name) is not None for r in records):
             figures += probe.figures(metrics, records)
+    if metrics.get("benchmark"):
+        drawn = hallucination_by_quarter_figure(metrics["suite"], metrics["benchmark"])
+        if drawn is not None:
+            figures.append(Figure("benchmark_by_quarter", "Hallucination by quarter of the answer", *drawn))
     remedies = REMEDIES.names()
     if any(m["kind"] in remedies for m in variants):
         figures.append(Figure("remedies", "PVM vs training-free remedies", plots.remedies(metrics, remedies),

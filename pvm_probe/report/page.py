@@ -10,6 +10,7 @@ import base64
 import html
 import io
 
+from .benchmarks import benchmarks_html
 from .explorer import explorer_html
 from .metrics import signed
 
@@ -127,6 +128,13 @@ def _accuracy(variant: dict) -> float | None:
     return variant["claims_by_quarter"]["all"]["correct_overall"]
 
 
+def _benchmarks(metrics: dict) -> str:
+    """The suite's own benchmark metrics per variant, with the published rows of the same protocol."""
+    if not metrics.get("benchmark"):
+        return ""
+    return benchmarks_html(metrics["suite"], metrics["benchmark"], metrics.get("published", []))
+
+
 def page(metrics: dict, figures: list, records: list[dict]) -> str:
     setting = metrics["setting"]
     note = (f'<p class="note">{html.escape(WORLD_NOTE.format(window=setting.get("attention_window")))}</p>'
@@ -138,6 +146,6 @@ def page(metrics: dict, figures: list, records: list[dict]) -> str:
 <h1>Visual signal dilution report</h1>
 <p>Base: {html.escape(metrics['base'])} ({html.escape(metrics['architecture'])}); suite
 <b>{html.escape(metrics['suite'])}</b>: {html.escape(described)}.</p>
-{note}{warnings_html(metrics)}{headline_html(metrics)}{_figure_sections(figures)}
+{note}{warnings_html(metrics)}{headline_html(metrics)}{_benchmarks(metrics)}{_figure_sections(figures)}
 {explorer_html(records)}{_paper_table(metrics)}
 </body></html>"""
