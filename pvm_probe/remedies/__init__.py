@@ -7,14 +7,18 @@ table. `key_bias` is how an attention change is shared with the attention-mass p
 """
 
 from ..key_bias import key_logit_bias, register_key_logit_bias
+from .base import replay
+from .dola import DoLa
 from .memvr import MemVR, retrace, top_k_entropy
 from .pai import PAI, guidance
 from .vcd import VCD, contrast, diffusion_noise, noise_schedule
 
 ARMS = {"vcd": VCD, "pai": PAI, "memvr": MemVR}  # the runner's variants, at the papers' defaults
+ARMS["dola"] = DoLa
 
 __all__ = [
     "ARMS",
+    "DoLa",
     "MemVR",
     "PAI",
     "VCD",
@@ -24,6 +28,7 @@ __all__ = [
     "key_logit_bias",
     "noise_schedule",
     "register_key_logit_bias",
+    "replay",
     "retrace",
     "top_k_entropy",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..backbones import hook_sites, visual_token_ids
 from ..errors import InputError
@@ -19,7 +20,12 @@ class Remedy:
     """Base class: subclasses implement `_install()` (calling `self._hook(...)`); `_restore()` undoes
     anything else `_install` changed."""
 
-    name = "remedy"
+    name = "remedy"  # registry key, lower case
+    title = "Remedy"  # display name
+    changes = ""  # what it changes: "logits", "attention", "residual", "ffn" or "decoding"
+    summary = ""  # one line: what it does
+    cost = ""  # one line: passes / lanes per step, and the published per-token figure if any
+    sweep: dict = {}  # option -> values to tune on training-split requests
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -58,6 +64,42 @@ class Remedy:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+    def decode(self, inputs: dict, max_new_tokens: int) -> torch.LongTensor | None:
+        """The remedy's own decoding, [B, P + N], or None: the runner calls `model.generate` inside the
+        context. A remedy that decodes itself has its answer replayed under the probes (`replay`)."""
+        return None
+
+
+class ForcedTokens(LogitsProcessor):
+    """Makes `generate` emit `sequences[:, P + t]` at step t: every other token gets -inf."""
+
+    def __init__(self, sequences: torch.Tensor, prompt_len: int):
+        self.sequences, self.prompt_len = sequences, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.prompt_len
+        forced = self.sequences[:, self.prompt_len + step].to(scores.device)  # [B]
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, forced[:, None], 0.0)
+
+
+def replay(model: nn.Module, inputs: dict, sequences: torch.Tensor, **generate_kwargs):
+    """Teacher-forced greedy `generate` of the answers in `sequences` ([B, P + N], as a remedy's `decode`
+    returns them): hooks and probes riding on `generate` see exactly those tokens, row by row.
+    Returns what `generate` returns (its sequences equal `sequences` up to where every row stopped)."""
+    prompt_len = inputs["input_ids"].shape[1]
+    new = sequences.shape[1] - prompt_len
+    if new < 1:
+        raise InputError(f"replay needs answer tokens: sequences have {sequences.shape[1]} columns, the prompt "
+                         f"{prompt_len}")
+    for fixed in ("max_new_tokens", "min_new_tokens", "do_sample", "num_beams"):  # set here
+        generate_kwargs.pop(fixed, None)
+    processors = LogitsProcessorList([*generate_kwargs.pop("logits_processor", []),
+                                      ForcedTokens(sequences, prompt_len)])
+    with torch.no_grad():
+        return model.generate(**inputs, max_new_tokens=new, do_sample=False, num_beams=1,
+                              logits_processor=processors, **generate_kwargs)
 
 
 def check_strength(name: str, value: float) -> float:

@@ -1,0 +1,78 @@
+"""OPERA, DoLa, VISTA and SPARC on the real VLM classes, each against an independent hand computation."""
+
+import math
+
+import pytest
+import torch
+from conftest import continuation_inputs
+from test_remedies import SPECIAL, assert_same_logits, full_logits, generate, hook_counts, images_for, stepwise
+
+from pvm_probe.backbones import decoder_layers
+from pvm_probe.remedies import DoLa
+from pvm_probe.zoo import ARCHS, fake_request, tiny_model
+
+
+# ---- DoLa -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def hand_dola(model, batch, candidates, relative_top, penalty):
+    """The official contrast at the prompt's last position, from HF's own hidden states: [B, V], [B]."""
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=True)
+    final = out.logits[:, -1].double()  # [B, V]
+    p_f = final.softmax(-1)
+    rows = []
+    for row in range(final.shape[0]):
+        scores = []
+        for j in candidates:
+            p_j = model.lm_head(out.hidden_states[j][row, -1]).double().softmax(-1)  # [V]
+            m = (p_f[row] + p_j) / 2
+            kl_f = (p_f[row] * (p_f[row] / m).log()).mean()  # F.kl_div(..., 'none').mean(-1): a mean over V
+            kl_j = (p_j * (p_j / m).log()).mean()
+            scores.append(float(kl_f + kl_j) / 2)
+        rows.append(candidates[max(range(len(scores)), key=scores.__getitem__)])
+    expected = []
+    for row, j in enumerate(rows):
+        lp_f = p_f[row].log()
+        lp_j = model.lm_head(out.hidden_states[j][row, -1]).double().log_softmax(-1)
+        logits = lp_f - lp_j
+        logits[lp_f < lp_f.max() + math.log(relative_top)] = float("-inf")
+        for token in set(batch["input_ids"][row].tolist()):  # HF's repetition penalty, written out
+            logits[token] = logits[token] * penalty if logits[token] < 0 else logits[token] / penalty
+        expected.append(logits)
+    return torch.stack(expected).float(), rows
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dola_equals_the_official_contrast_from_hf_hidden_states(arch):
+    model = tiny_model(arch)
+    batch = fake_request(model, images_for(arch) + [None], prompt_len=5)
+    candidates, relative_top, penalty = [0, 1, 2, 3], 0.9, 1.2  # a high cut-off: flat tiny models keep many
+    expected, chosen = hand_dola(model, batch, candidates, relative_top, penalty)
+    with DoLa(model, layers=candidates, relative_top=relative_top, repetition_penalty=penalty) as dola:
+        with torch.no_grad():
+            got = model(**batch).logits[:, -1]
+    assert dola.chosen[0].tolist() == chosen
+    assert torch.isinf(expected).any() and torch.isfinite(expected).any()
+    assert_same_logits(got, expected, atol=1e-5)
+
+
+def test_dola_candidate_layers_follow_the_official_buckets():
+    from pvm_probe.remedies.dola import candidate_layers
+
+    model = tiny_model("qwen3_vl")
+    assert candidate_layers(model, "low") == [0] and candidate_layers(model, "high") == [2]
+    model.config.get_text_config().num_hidden_layers = 32  # the rule only reads the depth
+    decoder_layers(model).extend([decoder_layers(model)[0]] * 28)
+    assert candidate_layers(model, "low") == [0, 2, 4, 6, 8, 10, 12, 14]  # voidism/DoLa README, LLaMA-7B
+    assert candidate_layers(model, "high") == list(range(16, 32, 2))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dola_repetition_penalty_alone_equals_generate_with_it(arch):
+    """The penalty is applied by the remedy itself: it must match transformers' own processor in generate."""
+    model = tiny_model(arch)
+    batch = fake_request(model, images_for(arch), prompt_len=5)
+    plain = generate(model, batch, new=6, repetition_penalty=1.2)
+    with DoLa(model, layers=[], repetition_penalty=1.2):
+        ours = generate(model, batch, new=6)
+    assert torch.equal(ours.sequences, plain.sequences)
