@@ -8,7 +8,7 @@ from conftest import continuation_inputs
 from test_remedies import SPECIAL, assert_same_logits, full_logits, generate, hook_counts, images_for, stepwise
 
 from pvm_probe.backbones import decoder_layers
-from pvm_probe.remedies import DoLa
+from pvm_probe.remedies import VISTA, DoLa
 from pvm_probe.zoo import ARCHS, fake_request, tiny_model
 
 
@@ -76,3 +76,72 @@ def test_dola_repetition_penalty_alone_equals_generate_with_it(arch):
     with DoLa(model, layers=[], repetition_penalty=1.2):
         ours = generate(model, batch, new=6)
     assert torch.equal(ours.sequences, plain.sequences)
+
+
+# ---- VISTA ------------------------------------------------------------------------------------------
+def layer_outputs(model, **inputs):
+    """Every decoder layer's output in one uncached forward, and the logits."""
+    seen, handles = {}, []
+    for i, layer in enumerate(decoder_layers(model)):
+        handles.append(layer.register_forward_hook(
+            lambda _m, _a, o, i=i: seen.__setitem__(i, o[0] if isinstance(o, tuple) else o)))
+    try:
+        with torch.no_grad():
+            logits = model(**inputs).logits
+    finally:
+        for h in handles:
+            h.remove()
+    return [seen[i] for i in range(len(seen))], logits
+
+
+def official_vsv_layer(x, v, lam):
+    """llm_layers.py::VSVLayer.forward for one vector, as written there (x [1, T, d], v [d])."""
+    x = x.float()
+    original_norm = torch.norm(x, p=2, dim=-1, keepdim=True)
+    lambda_sim = 1.0 + torch.max(torch.tensor([0.0]), torch.nn.functional.cosine_similarity(
+        x, -v[None, None, :], dim=-1)).unsqueeze(-1)
+    y = lam * lambda_sim * torch.nn.functional.normalize(v, dim=-1).repeat(1, x.shape[1], 1)
+    return torch.nn.functional.normalize(torch.nn.functional.normalize(x, p=2, dim=-1) + y, p=2, dim=-1) * original_norm
+
+
+def text_only_row(batch, row):
+    ids = batch["input_ids"][row][batch["attention_mask"][row].bool()]
+    return ids[~torch.isin(ids, torch.tensor(SPECIAL))][None]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_vista_equals_the_official_vsv_and_sla_by_hand(arch):
+    model = tiny_model(arch)
+    batch = fake_request(model, images_for(arch) + [None], prompt_len=5)  # row 2: no image, not steered
+    lam, alpha, sla = 0.5, 0.4, [1, 2]
+    with VISTA(model, vsv_lambda=lam, logits_alpha=alpha, logits_layers=sla) as vista:
+        out = generate(model, batch)
+    B, L = 3, len(decoder_layers(model))
+    positive, _ = layer_outputs(model, **batch)
+    vectors = torch.zeros(B, L, model.config.get_text_config().hidden_size)
+    for row in range(2):  # rows with an image: their own prompt with and without it, one by one
+        negative, _ = layer_outputs(model, input_ids=text_only_row(batch, row))
+        vectors[row] = torch.stack([positive[i][row, -1] - negative[i][0, -1] for i in range(L)])
+    torch.testing.assert_close(vista.vectors[:2], vectors[:2], atol=1e-5, rtol=0)
+    handles = []
+    for i, layer in enumerate(decoder_layers(model)):
+        def hook(_m, _a, o, i=i):
+            return torch.cat([official_vsv_layer(o[r:r + 1], vectors[r, i], lam) if r < 2 else o[r:r + 1]
+                              for r in range(B)])
+        handles.append(layer.mlp.register_forward_hook(hook))
+    try:
+        outputs, logits = layer_outputs(model, **continuation_inputs(batch, out.sequences))
+    finally:
+        for h in handles:
+            h.remove()
+    early = torch.stack([model.lm_head(outputs[i]) for i in sla]).mean(0)
+    expected = (alpha * early + (1 - alpha) * logits)[:, batch["input_ids"].shape[1] - 1:-1]
+    assert_same_logits(stepwise(out), expected, atol=1e-5)
+    assert not torch.allclose(stepwise(out), full_logits(model, batch, out.sequences), atol=1e-3)
+
+
+def test_vista_sla_window_scales_with_depth():
+    from pvm_probe.remedies.vista import sla_window
+
+    assert sla_window(32) == [25, 26, 27, 28, 29, 30] and sla_window(36) == list(range(28, 34))
+    assert sla_window(4) == [2] and sla_window(12) == [9, 10]

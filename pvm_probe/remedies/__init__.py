@@ -11,10 +11,12 @@ from .base import replay
 from .dola import DoLa
 from .memvr import MemVR, retrace, top_k_entropy
 from .pai import PAI, guidance
+from .vista import VISTA
 from .vcd import VCD, contrast, diffusion_noise, noise_schedule
 
 ARMS = {"vcd": VCD, "pai": PAI, "memvr": MemVR}  # the runner's variants, at the papers' defaults
 ARMS["dola"] = DoLa
+ARMS["vista"] = VISTA
 
 __all__ = [
     "ARMS",
@@ -22,6 +24,7 @@ __all__ = [
     "MemVR",
     "PAI",
     "VCD",
+    "VISTA",
     "contrast",
     "diffusion_noise",
     "guidance",
