@@ -8,8 +8,8 @@ from conftest import continuation_inputs
 from test_remedies import SPECIAL, assert_same_logits, full_logits, generate, hook_counts, images_for, stepwise
 
 from pvm_probe.backbones import decoder_layers
-from pvm_probe.remedies import VISTA, DoLa
-from pvm_probe.zoo import ARCHS, fake_request, tiny_model
+from pvm_probe.remedies import SPARC, VISTA, DoLa
+from pvm_probe.zoo import ARCHS, IMAGE_TOKEN, fake_request, tiny_model
 
 
 # ---- DoLa -------------------------------------------------------------------------------------------
@@ -145,3 +145,62 @@ def test_vista_sla_window_scales_with_depth():
 
     assert sla_window(32) == [25, 26, 27, 28, 29, 30] and sla_window(36) == list(range(28, 34))
     assert sla_window(4) == [2] and sla_window(12) == [9, 10]
+
+
+# ---- SPARC ------------------------------------------------------------------------------------------
+def sparc_by_hand(model, batch, alpha, beta, tau, layer, new):
+    """The official rule written as two hooks on an eager model's generate: before each decode forward, the
+    image values selected at the previous step are scaled by alpha in every layer's cache; after it, the
+    selection from HF's own attention weights of `layer` (head mean, last query) against their moving average."""
+    P = batch["input_ids"].shape[1]
+    image = batch["input_ids"] == IMAGE_TOKEN  # [B, P]
+    state = {"average": None, "selected": None, "selections": []}
+
+    def before(_m, _a, kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache.get_seq_length() > 0 and state["selected"] is not None:
+            for cached in cache.layers:
+                cached.values[:, :, :P] *= torch.where(state["selected"], alpha, 1.0)[:, None, :, None]
+
+    def after(_m, _a, _kw, output):
+        a = output.attentions[layer][:, :, -1, :P].mean(1)  # [B, P]
+        if state["average"] is None:
+            state["average"] = a
+            return
+        e = state["average"]
+        state["selected"] = image & ((a - e) / e >= tau)
+        state["selections"].append(state["selected"])
+        state["average"] = (1 - beta) * a + beta * e
+
+    handles = [model.register_forward_pre_hook(before, with_kwargs=True),
+               model.register_forward_hook(after, with_kwargs=True)]
+    try:
+        out = generate(model, batch, new=new, output_attentions=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, state["selections"]
+
+
+# Thresholds at which the rule picks some, not all, image tokens on these random models (their decoded tokens look
+# at the image less than the prompt's last token did, so the official 1.5 would never fire here).
+TAU = {"qwen3_vl": 0.0, "qwen2_5_vl": -0.1, "llava": -0.05}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_sparc_equals_the_official_rule_on_hf_attention_weights(arch, attn):
+    alpha, beta, tau, layer, new = 3.0, 0.3, TAU[arch], 2, 6
+    reference = tiny_model(arch, attn="eager")
+    batch = fake_request(reference, images_for(arch), prompt_len=5)
+    expected, selections = sparc_by_hand(reference, batch, alpha, beta, tau, layer, new)
+    model = tiny_model(arch, attn=attn)
+    with SPARC(model, alpha=alpha, beta=beta, tau=tau, selected_layer=layer) as sparc:
+        out = generate(model, batch, new=new)
+    chosen = torch.stack(selections)  # [new - 1, B, P]
+    image = batch["input_ids"] == IMAGE_TOKEN
+    assert chosen[:-1].any() and (chosen[:-1] != image).any()  # the rule bites, selectively
+    assert torch.equal(torch.stack(sparc.selections), chosen)
+    assert torch.equal(out.sequences, expected.sequences)
+    assert_same_logits(stepwise(out), stepwise(expected), atol=1e-5)
+    assert not torch.allclose(stepwise(out), stepwise(generate(model, batch, new=new)), atol=1e-4)

@@ -11,18 +11,21 @@ from .base import replay
 from .dola import DoLa
 from .memvr import MemVR, retrace, top_k_entropy
 from .pai import PAI, guidance
+from .sparc import SPARC
 from .vista import VISTA
 from .vcd import VCD, contrast, diffusion_noise, noise_schedule
 
 ARMS = {"vcd": VCD, "pai": PAI, "memvr": MemVR}  # the runner's variants, at the papers' defaults
 ARMS["dola"] = DoLa
 ARMS["vista"] = VISTA
+ARMS["sparc"] = SPARC
 
 __all__ = [
     "ARMS",
     "DoLa",
     "MemVR",
     "PAI",
+    "SPARC",
     "VCD",
     "VISTA",
     "contrast",
