@@ -11,6 +11,7 @@ from .base import replay
 from .dola import DoLa
 from .memvr import MemVR, retrace, top_k_entropy
 from .pai import PAI, guidance
+from .opera import OPERA
 from .sparc import SPARC
 from .vista import VISTA
 from .vcd import VCD, contrast, diffusion_noise, noise_schedule
@@ -19,11 +20,13 @@ ARMS = {"vcd": VCD, "pai": PAI, "memvr": MemVR}  # the runner's variants, at the
 ARMS["dola"] = DoLa
 ARMS["vista"] = VISTA
 ARMS["sparc"] = SPARC
+ARMS["opera"] = OPERA
 
 __all__ = [
     "ARMS",
     "DoLa",
     "MemVR",
+    "OPERA",
     "PAI",
     "SPARC",
     "VCD",

@@ -31,6 +31,17 @@ from ..probes._rotary import rotated
 from .base import Remedy
 
 
+def last_query_weights(attn: nn.Module, args, kwargs: dict, sites) -> torch.Tensor:
+    """From a forward hook (with kwargs) on a self-attention module: the softmax weights of the forward's last
+    query over every cached key, rebuilt from its rotated query and the cache: [B, H, S]."""
+    hidden = kwargs.get("hidden_states", args[0] if args else None)[:, -1:]  # [B, 1, d]
+    cos, sin = kwargs["position_embeddings"]
+    query = rotated(attn, hidden, (cos[..., -1:, :], sin[..., -1:, :]), "q", sites)  # [B, H, 1, hd]
+    keys = kwargs["cache"].layers[attn.layer_idx].keys  # [B, Hkv, S, hd]
+    scores = last_query_scores(attn, query, keys, attn.scaling)  # [B, H, 1, S]
+    return (scores + last_row_mask(kwargs.get("attention_mask"), scores)).float().softmax(-1)[:, :, 0]
+
+
 def select(attention: torch.Tensor, average: torch.Tensor, image: torch.Tensor, tau: float) -> torch.Tensor:
     """attention, average [B, S] (head-mean attention on the keys, its running average), image [B, S] ->
     [B, S] True at image keys whose attention rose by tau or more relative to the average."""
@@ -101,14 +112,8 @@ class SPARC(Remedy):
 
     @torch.no_grad()
     def _select(self, attn, args, kwargs, _output) -> None:
-        hidden = kwargs.get("hidden_states", args[0] if args else None)[:, -1:]  # [B, 1, d]
-        cos, sin = kwargs["position_embeddings"]
-        query = rotated(attn, hidden, (cos[..., -1:, :], sin[..., -1:, :]), "q", self.sites)  # [B, H, 1, hd]
-        keys = kwargs["cache"].layers[attn.layer_idx].keys  # [B, Hkv, S, hd]
-        scores = last_query_scores(attn, query, keys, attn.scaling)  # [B, H, 1, S]
-        weights = (scores + last_row_mask(kwargs.get("attention_mask"), scores)).float().softmax(-1)
         P = self._image.shape[1]
-        attention = weights[:, :, 0, :P].mean(1)  # [B, P] head mean
+        attention = last_query_weights(attn, args, kwargs, self.sites)[:, :, :P].mean(1)  # [B, P] head mean
         image = self._image.to(attention.device)
         if self._average is None:  # the prefill
             self._average = attention
