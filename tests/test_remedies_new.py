@@ -8,7 +8,7 @@ from conftest import continuation_inputs
 from test_remedies import SPECIAL, assert_same_logits, full_logits, generate, hook_counts, images_for, stepwise
 
 from pvm_probe.backbones import decoder_layers
-from pvm_probe.remedies import SPARC, VISTA, DoLa
+from pvm_probe.remedies import OPERA, SPARC, VISTA, DoLa, replay
 from pvm_probe.zoo import ARCHS, IMAGE_TOKEN, fake_request, tiny_model
 
 
@@ -204,3 +204,197 @@ def test_sparc_equals_the_official_rule_on_hf_attention_weights(arch, attn):
     assert torch.equal(out.sequences, expected.sequences)
     assert_same_logits(stepwise(out), stepwise(expected), atol=1e-5)
     assert not torch.allclose(stepwise(out), stepwise(generate(model, batch, new=new)), atol=1e-4)
+
+
+# ---- OPERA ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def hand_penalty(model, batch, seq, candidate, scale, P):
+    """The official penalty of one candidate after one beam, from HF's eager attention of one full forward."""
+    full = torch.cat([seq, candidate.view(1)])[None]  # [1, P + n + 1]
+    out = model(**continuation_inputs(batch, full), output_attentions=True)
+    att = out.attentions[-1][0].amax(0)[P:]  # [n + 1, T] the answer rows, max over heads
+    att = att / att.sum(-1, keepdim=True)
+    local = scale * att[:, P:]  # [n + 1, n + 1]
+    width = local.shape[0]
+    columns = [1e-7 * torch.prod(local[j:, j]) for j in range(width)]
+    column = torch.stack(columns).half().float()
+    if width <= 10:
+        image = batch["input_ids"][0] == IMAGE_TOKEN
+        return -att[-1, :P][image].sum(), column.argmax()
+    return column.max(), column.argmax()
+
+
+def check_penalties(model, batch, opera, steps):
+    P = batch["input_ids"].shape[1]
+    for s in steps:
+        entry = opera.trace[s]
+        for k in range(entry["seqs"].shape[0]):
+            for c in range(entry["candidates"].shape[1]):
+                value, _ = hand_penalty(model, batch, entry["seqs"][k], entry["candidates"][k, c], opera.scale, P)
+                torch.testing.assert_close(entry["penalties"][k, c], value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_opera_penalty_equals_the_official_formula_on_eager_attention(arch):
+    model = tiny_model(arch, attn="eager")
+    batch = fake_request(model, [images_for(arch)[0]], prompt_len=5)  # one request: its prompt has no padding
+    opera = OPERA(model, num_beams=2, num_attn_candidates=3, scale_factor=80.0, rollback=False)
+    opera.decode(batch, 13)
+    assert len(opera.trace) >= 12
+    late = torch.stack([e["penalties"] for e in opera.trace[11:]])
+    assert (late > 0).any() and torch.isfinite(late).all()  # the column products are in float16's range here
+    check_penalties(model, batch, opera, [0, 3, 9, 11])  # widths 1, 4, 10 (last image bonus), 12
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_opera_answers_replay_through_generate(arch):
+    model = tiny_model(arch)
+    batch = fake_request(model, images_for(arch) + [None], prompt_len=5)
+    decoded = OPERA(model, num_beams=2, num_attn_candidates=3).decode(batch, 8)
+    greedy = generate(model, batch, new=8).sequences
+    assert decoded.shape[1] <= batch["input_ids"].shape[1] + 8 and not torch.equal(decoded, greedy)
+    replayed = replay(model, batch, decoded, return_dict_in_generate=True, output_logits=True)
+    assert torch.equal(replayed.sequences, decoded)
+
+
+class RollBackAt(OPERA):
+    """OPERA whose trigger fires once, when the window is `width` wide, back to `target`."""
+
+    def __init__(self, model, width, target, **kw):
+        super().__init__(model, **kw)
+        self.at = (width, target)
+
+    def _rollback_target(self, gathered, used, width, kept):
+        if width == self.at[0] and not self.rollbacks:
+            return self.at[1]
+        return None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_opera_rollback_restores_the_beams_and_forbids_their_tokens(arch):
+    model = tiny_model(arch, attn="eager")
+    batch = fake_request(model, [images_for(arch)[0]], prompt_len=5)
+    P = batch["input_ids"].shape[1]
+    opera = RollBackAt(model, 12, 10, num_beams=2, num_attn_candidates=3, scale_factor=80.0)
+    opera.decode(batch, 14)
+    (event,) = opera.rollbacks
+    assert not set(event["forbidden"]) & set(event["chosen"])  # the (beam, token) pairs chosen before
+    before, after = opera.trace[10]["seqs"], opera.trace[12]["seqs"]  # step 10 as first decoded, and redone
+    assert after.shape[1] == P + 11
+    assert all(any(torch.equal(row[:P + 10], old) for old in before) for row in after)
+    check_penalties(model, batch, opera, [12, 13])  # the rebuilt cache and restored rows give the official values
+
+
+def test_opera_rollback_rule_is_the_official_one():
+    opera = OPERA(tiny_model("qwen3_vl"), threshold=2, num_attn_candidates=1, window_size=64)
+    used = torch.zeros(64, dtype=torch.long)
+    fire = torch.tensor([[12, 12, 12, 12], [12, 3, 12, 12]])  # loc 12: 4 and 3 times > 2
+    assert opera._rollback_target(fire, used, 20, 20) == 13
+    assert opera._rollback_target(fire, used, 20, 20) == 12  # position 13 used up (1 candidate): one earlier
+    assert opera._rollback_target(fire, used, 20, 20) is None  # both used up
+    assert opera._rollback_target(torch.tensor([[12, 5, 12], [12, 12, 12]]), used, 20, 20) is None  # 2 is not > 2
+    assert opera._rollback_target(torch.tensor([[9, 9, 9, 9], [9, 9, 9, 9]]), used, 20, 20) is None  # loc < 10
+    assert OPERA(opera.model, rollback=False)._rollback_target(fire, used, 20, 20) is None
+
+
+# ---- off switches, clean removal, bad settings -----------------------------------------------------------
+OFF = {
+    "dola": lambda m: DoLa(m, layers=[], repetition_penalty=1.0),
+    "vista": lambda m: VISTA(m, vsv_lambda=0.0, logits_alpha=0.0),
+    "sparc": lambda m: SPARC(m, alpha=1.0),
+    "sparc-never": lambda m: SPARC(m, alpha=2.0, tau=float("inf")),  # hooks on, nothing ever selected
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", list(OFF))
+def test_off_switch_is_the_plain_model(arch, name):
+    model = tiny_model(arch)
+    batch = fake_request(model, images_for(arch), prompt_len=5)
+    plain = generate(model, batch, new=6)
+    with OFF[name](model):
+        off = generate(model, batch, new=6)
+    assert torch.equal(off.sequences, plain.sequences)
+    assert_same_logits(stepwise(off), stepwise(plain), atol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_opera_off_switch_is_greedy(arch):
+    model = tiny_model(arch)
+    batch = fake_request(model, images_for(arch) + [None], prompt_len=5)
+    with torch.no_grad():
+        greedy = model.generate(**batch, max_new_tokens=8, do_sample=False)
+    decoded = OPERA(model, num_beams=1, penalty_weights=0.0, rollback=False).decode(batch, 8)
+    assert torch.equal(decoded, greedy)
+
+
+ACTIVE = {
+    "dola": lambda m: DoLa(m, layers=[0, 1, 2]),
+    "vista": lambda m: VISTA(m),
+    "sparc": lambda m: SPARC(m, alpha=3.0, tau=-1.0),
+}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", list(ACTIVE))
+@pytest.mark.parametrize("fail", [False, True])
+def test_every_hook_comes_off(arch, name, fail):
+    model = tiny_model(arch)
+    batch = fake_request(model, images_for(arch), prompt_len=5)
+    plain = stepwise(generate(model, batch, new=3))
+    hooks = hook_counts(model)
+    try:
+        with ACTIVE[name](model):
+            changed = stepwise(generate(model, batch, new=3))
+            if fail:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        assert fail
+    assert not torch.allclose(changed.nan_to_num(neginf=0), plain, atol=1e-4)
+    assert hook_counts(model) == hooks
+    assert_same_logits(stepwise(generate(model, batch, new=3)), plain, atol=0)
+
+
+def test_opera_decode_removes_its_hook_on_error():
+    model = tiny_model("qwen3_vl")
+    batch = fake_request(model, [images_for("qwen3_vl")[0]])
+    hooks = hook_counts(model)
+    opera = OPERA(model, num_beams=2, num_attn_candidates=2)
+
+    def fail(*_a, **_k):
+        raise KeyboardInterrupt
+
+    opera._candidates = fail
+    with pytest.raises(KeyboardInterrupt):
+        opera.decode(batch, 4)
+    assert hook_counts(model) == hooks
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda m: DoLa(m, layers=[4]), "DoLa layer 4 out of range"),
+    (lambda m: DoLa(m, layers="middle"), "DoLa layers must be"),
+    (lambda m: DoLa(m, relative_top=1.0), "relative_top"),
+    (lambda m: VISTA(m, vsv_lambda=-1.0), "VISTA vsv_lambda must be >= 0"),
+    (lambda m: VISTA(m, logits_alpha=1.5), "logits_alpha"),
+    (lambda m: VISTA(m, logits_layers=[9]), "layer index 9 out of range"),
+    (lambda m: SPARC(m, alpha=0.0), "SPARC alpha"),
+    (lambda m: SPARC(m, beta=1.0), "beta"),
+    (lambda m: SPARC(m, selected_layer=20), "layer index 20 out of range"),  # the paper's 20 on 4 layers
+    (lambda m: OPERA(m, num_beams=0), "OPERA num_beams"),
+    (lambda m: OPERA(m, scale_factor=0.0), "scale_factor"),
+    (lambda m: OPERA(m, penalty_weights=-1.0), "penalty_weights"),
+])
+def test_bad_settings_are_one_line_errors(make, message):
+    model = tiny_model("qwen3_vl")
+    hooks = hook_counts(model)
+    with pytest.raises(ValueError, match=message) as info:
+        make(model)
+    assert "\n" not in str(info.value)
+    assert hook_counts(model) == hooks
+
+
+@pytest.mark.parametrize("make", [lambda m: VISTA(m), lambda m: SPARC(m)])
+def test_image_remedies_refuse_a_request_without_an_image(make):
+    model = tiny_model("qwen3_vl")
+    with pytest.raises(ValueError, match="needs an image"), make(model):
+        generate(model, fake_request(model, [None, None]))
