@@ -398,3 +398,18 @@ def test_image_remedies_refuse_a_request_without_an_image(make):
     model = tiny_model("qwen3_vl")
     with pytest.raises(ValueError, match="needs an image"), make(model):
         generate(model, fake_request(model, [None, None]))
+
+
+
+@pytest.mark.parametrize("threshold,reads", [(-1.0, 1), (1.0, 2)])
+def test_memvr_stops_reading_the_vocabulary_once_every_image_row_has_fired(monkeypatch, threshold, reads):
+    """Checks after layers 1 and 2: rows that all fire at layer 1 need one read-out per forward, none firing two."""
+    import pvm_probe.remedies.memvr as memvr
+
+    calls, entropy = [], memvr.top_k_entropy
+    monkeypatch.setattr(memvr, "top_k_entropy", lambda logits: calls.append(len(logits)) or entropy(logits))
+    model = tiny_model("qwen3_vl")
+    batch = fake_request(model, [images_for("qwen3_vl")[0], None], prompt_len=5)  # row 1 has no image: never waits
+    with memvr.MemVR(model, ratio=0.5, threshold=threshold, start_layer=0, end_layer=3) as remedy:
+        generate(model, batch, new=3)
+    assert len(calls) == reads * len(remedy.triggers)

@@ -106,9 +106,9 @@ class SPARC(Remedy):
         if self._past == 0 or self._apply is None or not self._apply.any():
             return
         values = kwargs["cache"].layers[layer].values  # [B, Hkv, S, hd]
-        P = self._apply.shape[1]
-        scale = torch.where(self._apply, self.alpha, 1.0).to(values)  # [B, P]
-        values[:, :, :P].mul_(scale[:, None, :, None])
+        rows, keys = self._apply.nonzero(as_tuple=True)  # the selected (row, key) pairs only
+        rows, keys = rows.to(values.device), keys.to(values.device)
+        values[rows, :, keys] = values[rows, :, keys] * self.alpha  # [n, Hkv, hd]
 
     @torch.no_grad()
     def _select(self, attn, args, kwargs, _output) -> None:

@@ -141,7 +141,7 @@ class VISTA(Remedy):
         logits = output[0] if isinstance(output, tuple) else output.logits  # [B, T, V]
         head = get_module(self.model, self.sites.lm_head)
         T = logits.shape[1]
-        early = torch.stack([head.forward(self._outputs.pop(i)[:, -T:]) for i in self.sla_layers]).mean(0)
+        early = head.forward(torch.stack([self._outputs.pop(i)[:, -T:] for i in self.sla_layers])).mean(0)
         logits = self.alpha * early.float() + (1 - self.alpha) * logits.float()
         if isinstance(output, tuple):
             return (logits, *output[1:])
