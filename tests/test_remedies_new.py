@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 from conftest import continuation_inputs
-from test_remedies import SPECIAL, assert_same_logits, full_logits, generate, hook_counts, images_for, stepwise
+from test_remedies import (
+    SPECIAL,
+    assert_same_logits,
+    full_logits,
+    generate,
+    hook_counts,
+    images_for,
+    stepwise,
+)
 
 from pvm_probe.backbones import decoder_layers
 from pvm_probe.remedies import OPERA, SPARC, VISTA, DoLa, replay

@@ -269,7 +269,8 @@ class Hypotheses:
         K = self.num_beams
         scores, nxt, idx = best.new_zeros(K), tokens.new_zeros(K), parents.new_zeros(K)
         b = 0
-        for rank, (score, token, parent) in enumerate(zip(best.tolist(), tokens.tolist(), parents.tolist())):
+        for rank, (score, token, parent) in enumerate(zip(best.tolist(), tokens.tolist(), parents.tolist(),
+                                                          strict=True)):
             if token in eos:
                 if rank < K:
                     self.add(seqs[parent].clone(), score)

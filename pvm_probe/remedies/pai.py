@@ -36,8 +36,8 @@ from torch import nn
 
 from ..backbones import check_layers, decoder_layers, forward_start, get_module
 from ..errors import InputError
-from .base import cache_length, check_strength, require_image
 from ..key_bias import biased_implementation, register_key_logit_bias, supports
+from .base import cache_length, check_strength, require_image
 from .lanes import TwoLanes, text_only_prompt
 
 
