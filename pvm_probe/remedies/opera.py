@@ -133,8 +133,8 @@ class OPERA(Remedy):
         self.trace, self.rollbacks = [], []
         while True:
             n = seqs.shape[1] - P  # answer tokens so far
-            state = {"seqs": seqs, "scores": scores.clone(), "beams": copy.deepcopy(beams), "rows": rows,
-                     "chosen": chosen}
+            state = {"seqs": seqs, "scores": scores.clone(), "beams": copy.deepcopy(beams), "chosen": chosen,
+                     "rows": rows.cpu() if self.rollback else None}  # kept on the CPU, as the official code does
             top, tokens = logits.topk(C, dim=-1)  # [K, C]
             penalties = loc = None
             if self.weight > 0 or self.rollback:
@@ -228,7 +228,7 @@ class OPERA(Remedy):
         rejected[target] = forbid
         self.rollbacks.append({"width": width, "target": target, "forbidden": forbid.tolist()})
         logits = logits.view(-1).scatter(0, forbid, FILLER).view(-1, V)
-        return seqs, state["scores"], state["beams"], state["rows"], logits, cache
+        return seqs, state["scores"], state["beams"], state["rows"].to(seqs.device), logits, cache
 
 
 def over_trust(square: torch.Tensor, P: int, image: torch.Tensor, scale: float) -> tuple:
