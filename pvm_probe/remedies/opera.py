@@ -87,11 +87,12 @@ class OPERA(Remedy):
         if max_new_tokens < 1:
             raise InputError(f"OPERA max_new_tokens must be >= 1, got {max_new_tokens}")
         attn = get_module(decoder_layers(self.model)[-1], self.sites.self_attn)
-        handle = attn.register_forward_hook(self._keep_row, with_kwargs=True)
+        handle = attn.register_forward_hook(self._keep_row, with_kwargs=True) if self._reads_attention else None
         try:
             answers = [self._decode_one(row, max_new_tokens) for row in split_requests(self.model, inputs)]
         finally:
-            handle.remove()
+            if handle is not None:
+                handle.remove()
         width = max(len(a) for a in answers)
         pad = pad_token_id(self.model)
         ids = inputs["input_ids"]
@@ -99,6 +100,21 @@ class OPERA(Remedy):
         for r, answer in enumerate(answers):
             out[r, : len(answer)] = torch.tensor(answer, dtype=ids.dtype)
         return torch.cat([ids, out], dim=1)
+
+    @property
+    def _reads_attention(self) -> bool:
+        return self.weight > 0 or self.rollback
+
+    def _prefill(self, request: dict) -> tuple:
+        """One request's prompt, its cache repeated for the beams: (logits [K, V], cache, a copy of it,
+        position of the prompt's last token [..., K, 1])."""
+        ids = request["input_ids"]  # [1, P]
+        positions = self.model._prepare_position_ids_for_generation(ids, dict(request))  # [..., 1, P]
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(**request, position_ids=positions, cache=cache, use_cache=True).logits[:, -1].float()
+        cache.batch_repeat_interleave(self.num_beams)
+        last = positions[..., -1:].repeat_interleave(self.num_beams, dim=-2)
+        return logits.expand(self.num_beams, -1), cache, copy.deepcopy(cache), last
 
     def _keep_row(self, attn, args, kwargs, _output) -> None:
         self._row = last_query_weights(attn, args, kwargs, self.sites).amax(1)  # [K, S]
@@ -111,21 +127,16 @@ class OPERA(Remedy):
         return out.logits[:, -1].float()
 
     def _decode_one(self, request: dict, new_tokens: int) -> list[int]:
-        model, K, C = self.model, self.num_beams, self.candidates
+        K, C = self.num_beams, self.candidates
         ids = request["input_ids"]  # [1, P]
         P, max_len = ids.shape[1], ids.shape[1] + new_tokens
-        image = torch.isin(ids[0], torch.tensor(visual_token_ids(model), device=ids.device))  # [P]
-        positions = model._prepare_position_ids_for_generation(ids, dict(request))  # [..., 1, P]
-        cache = DynamicCache(config=model.config)
-        logits = model(**request, position_ids=positions, cache=cache, use_cache=True).logits[:, -1].float()
-        cache.batch_repeat_interleave(K)
-        prompt_cache = copy.deepcopy(cache)
-        last = positions[..., -1:].repeat_interleave(K, dim=-2)  # [..., K, 1] position of the prompt's last token
-        seqs, logits = ids.expand(K, P), logits.expand(K, -1)
+        image = torch.isin(ids[0], torch.tensor(visual_token_ids(self.model), device=ids.device))  # [P]
+        logits, cache, prompt_cache, last = self._prefill(request)
+        seqs = ids.expand(K, P)
         scores = torch.full((K,), -1e9, device=ids.device)
         scores[0] = 0.0
         rows = logits.new_zeros(K, 0, P)  # [K, n, S] the answer tokens' attention rows
-        beams, eos = Hypotheses(K), stop_token_ids(model)
+        beams, eos = Hypotheses(K), stop_token_ids(self.model)
         history, locs = [], []
         used = torch.zeros(self.window, dtype=torch.long)  # rollbacks per position
         rejected: list = [None] * self.window
@@ -137,7 +148,7 @@ class OPERA(Remedy):
                      "rows": rows.cpu() if self.rollback else None}  # kept on the CPU, as the official code does
             top, tokens = logits.topk(C, dim=-1)  # [K, C]
             penalties = loc = None
-            if self.weight > 0 or self.rollback:
+            if self._reads_attention:
                 penalties, loc = self._candidates(tokens, rows, cache, last + n + 1, image, P)
                 top = top - self.weight * penalties
             self.trace.append({"seqs": seqs, "candidates": tokens, "penalties": penalties})
@@ -166,7 +177,8 @@ class OPERA(Remedy):
             if done or seqs.shape[1] >= max_len:
                 break
             logits = self._forward(beam_next[:, None], last + (seqs.shape[1] - P), cache)
-            rows = torch.cat([F.pad(rows, (0, 1)), self._row[:, None]], dim=1)  # [K, n + 1, S + 1]
+            if self._reads_attention:
+                rows = torch.cat([F.pad(rows, (0, 1)), self._row[:, None]], dim=1)  # [K, n + 1, S + 1]
         best_seq = beams.finalize(seqs, scores, done)
         answer = best_seq[P:].tolist()
         return answer + eos[:1] if best_seq.shape[0] < max_len and eos else answer
