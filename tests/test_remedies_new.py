@@ -421,3 +421,47 @@ def test_memvr_stops_reading_the_vocabulary_once_every_image_row_has_fired(monke
     with memvr.MemVR(model, ratio=0.5, threshold=threshold, start_layer=0, end_layer=3) as remedy:
         generate(model, batch, new=3)
     assert len(calls) == reads * len(remedy.triggers)
+
+
+# ---- through the runner --------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHS)
+def test_new_remedies_run_as_variants_with_the_probes(arch, tiny_checkpoints, tmp_path):
+    """VISTA's two extra prompt forwards, DoLa's contrast and SPARC's cache edits leave the probes reading the
+    answer's own rows; everything comes off afterwards."""
+    import numpy as np
+    from test_runner import scenes_run
+
+    from pvm_probe.runner import RunConfig, run
+    from pvm_probe.variants import BASELINE, Variant
+
+    model, processor, suite, records = scenes_run(tiny_checkpoints[arch], tmp_path / "plain", tokens=5)
+    arms = [Variant(name, arm=name) for name in ("dola", "vista", "sparc")]
+    armed = run(model, processor, suite, arms, tmp_path / "armed", RunConfig(batch_size=2, progress=False))
+    assert [r["variant"] for r in armed] == ["dola", "dola", "vista", "vista", "sparc", "sparc"]
+    for r in armed:
+        assert np.shape(r["mass"]["image"]) == (4, r["n_tokens"]) and len(r["lens"]["convergence"]) == r["n_tokens"]
+    again = run(model, processor, suite, [BASELINE], tmp_path / "again", RunConfig(batch_size=2, progress=False))
+    assert [r["answer"] for r in again] == [r["answer"] for r in records]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_probes_read_opera_answers_through_replay(arch):
+    """The attention-mass probe riding on the replay reports the image share of the decoded answer's own rows."""
+    from pvm_probe.probes import VisualAttentionMass
+
+    model = tiny_model(arch, attn="eager")
+    batch = fake_request(model, images_for(arch), prompt_len=5)
+    decoded = OPERA(model, num_beams=2, num_attn_candidates=3).decode(batch, 6)
+    with VisualAttentionMass(model) as mass:
+        replayed = replay(model, batch, decoded)
+    assert torch.equal(replayed, decoded)
+    P = batch["input_ids"].shape[1]
+    with torch.no_grad():
+        full = model(**continuation_inputs(batch, decoded), output_attentions=True).attentions
+    image = (decoded == IMAGE_TOKEN)[:, None]  # [B, 1, S]
+    for t in range(decoded.shape[1] - P - 1):  # steps while both rows still run
+        for layer in range(len(full)):
+            rows = full[layer][:, :, P - 1 + t, : P + t]  # [B, H, S_t] the query that predicted answer token t
+            share = (rows * image[..., : P + t]).sum(-1)
+            probe = torch.tensor(mass.result.shares[:, layer, :, t, 0])
+            torch.testing.assert_close(probe, share, atol=1e-5, rtol=0)
