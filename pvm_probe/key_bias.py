@@ -92,7 +92,7 @@ def _biased_attention(implementation: str):
         T = query.shape[2]  # query [B, H, T, hd]; key, value [B, Hkv, S, hd]
         scores = last_query_scores(module, query, key, kwargs.get("scaling", module.scaling))  # [B, H, 1, S]
         positions = torch.arange(key.shape[2], device=key.device)  # [S] cache indices of the keys
-        mask = _last_row_mask(attention_mask, scores) + bias(scores, positions)  # [B, H, 1, S]
+        mask = last_row_mask(attention_mask, scores) + bias(scores, positions)  # [B, H, 1, S]
         tail = inner(module, query[:, :, -1:], key, value, mask, **kwargs)  # ([B, 1, H, hd], [B, H, 1, S])
         if T == 1:
             return tail
@@ -111,7 +111,7 @@ def last_query_scores(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     return (query[:, :, -1:] @ keys.transpose(-1, -2)) * scaling
 
 
-def _last_row_mask(mask: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
+def last_row_mask(mask: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
     """The mask row of the last query as an additive float mask ([B, 1|H, 1, S] or a zero scalar)."""
     if mask is None:  # sdpa skipped a causal-only mask: the last query sees every key
         return scores.new_zeros(())

@@ -95,4 +95,8 @@ REMEDIES = Registry("pvm_probe.remedies", "remedy", {
     "vcd": "pvm_probe.remedies.vcd:VCD",
     "pai": "pvm_probe.remedies.pai:PAI",
     "memvr": "pvm_probe.remedies.memvr:MemVR",
+    "dola": "pvm_probe.remedies.dola:DoLa",
+    "vista": "pvm_probe.remedies.vista:VISTA",
+    "sparc": "pvm_probe.remedies.sparc:SPARC",
+    "opera": "pvm_probe.remedies.opera:OPERA",
 })

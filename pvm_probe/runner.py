@@ -23,13 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from .backbones import attention_window, decoder_layers, stop_token_ids, visual_token_ids
 from .errors import InputError
 from .probes.protocol import Batch, Probe, Row
 from .records import RecordStore
 from .registry import PROBES
+from .remedies.base import replay
 from .suites.base import Answer, Request, Suite
 from .suites.inputs import chat_inputs
 from .variants import Applied, Variant, applied
@@ -151,29 +151,6 @@ def run_batch(model, processor, suite, variant, on: Applied, requests: list[Requ
                 record[probe.name] = section
         records.append(record)
     return records
-
-
-class ForcedTokens(LogitsProcessor):
-    """Greedy decoding that can only pick the given answer tokens: step t of row b emits answer[b, t]."""
-
-    def __init__(self, answer: torch.Tensor, prompt_width: int):
-        self.answer, self.prompt_width = answer, prompt_width  # [B, N]
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        t = input_ids.shape[1] - self.prompt_width
-        forced = torch.full_like(scores, float("-inf"))  # [B, V]
-        return forced.scatter(1, self.answer[:, t:t + 1].to(scores.device), 0.0)
-
-
-def replay(model, inputs: dict, sequences: torch.Tensor) -> torch.Tensor:
-    """Run `generate` again over answers decoded elsewhere (a remedy's own decoding), forcing each token, so
-    the probes riding on it see row t produce token t, as for any answer. Returns the same sequences."""
-    width = inputs["input_ids"].shape[1]
-    answer = sequences[:, width:]  # [B, N]
-    if answer.shape[1] == 0:
-        return sequences
-    return model.generate(**inputs, max_new_tokens=answer.shape[1], do_sample=False,
-                          logits_processor=LogitsProcessorList([ForcedTokens(answer, width)]))
 
 
 def answer_lengths(new_tokens: torch.Tensor, stop_ids: list[int]) -> tuple[list[int], list[bool]]:

@@ -13,6 +13,7 @@ import itertools
 
 import torch
 from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..backbones import hook_sites, visual_token_ids
 from ..errors import InputError
@@ -43,11 +44,6 @@ class Remedy:
         options = [base] + [{**base, **dict(zip(cls.sweep, values, strict=True))}
                             for values in itertools.product(*cls.sweep.values())]
         return [o for i, o in enumerate(options) if o not in options[:i]]
-
-    def decode(self, inputs: dict, max_new_tokens: int):
-        """A remedy with a decoding of its own returns the sequences [B, P + N] here (the runner then replays
-        them under the probes); None: the runner calls `model.generate` inside the context."""
-        return None
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -86,6 +82,42 @@ class Remedy:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+    def decode(self, inputs: dict, max_new_tokens: int) -> torch.LongTensor | None:
+        """The remedy's own decoding, [B, P + N], or None: the runner calls `model.generate` inside the
+        context. A remedy that decodes itself has its answer replayed under the probes (`replay`)."""
+        return None
+
+
+class ForcedTokens(LogitsProcessor):
+    """Makes `generate` emit `sequences[:, P + t]` at step t: every other token gets -inf."""
+
+    def __init__(self, sequences: torch.Tensor, prompt_len: int):
+        self.sequences, self.prompt_len = sequences, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.prompt_len
+        forced = self.sequences[:, self.prompt_len + step].to(scores.device)  # [B]
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, forced[:, None], 0.0)
+
+
+def replay(model: nn.Module, inputs: dict, sequences: torch.Tensor, **generate_kwargs):
+    """Teacher-forced greedy `generate` of the answers in `sequences` ([B, P + N], as a remedy's `decode`
+    returns them): hooks and probes riding on `generate` see exactly those tokens, row by row.
+    Returns what `generate` returns (its sequences equal `sequences` up to where every row stopped)."""
+    prompt_len = inputs["input_ids"].shape[1]
+    new = sequences.shape[1] - prompt_len
+    if new < 1:
+        raise InputError(f"replay needs answer tokens: sequences have {sequences.shape[1]} columns, the prompt "
+                         f"{prompt_len}")
+    for fixed in ("max_new_tokens", "min_new_tokens", "do_sample", "num_beams"):  # set here
+        generate_kwargs.pop(fixed, None)
+    processors = LogitsProcessorList([*generate_kwargs.pop("logits_processor", []),
+                                      ForcedTokens(sequences, prompt_len)])
+    with torch.no_grad():
+        return model.generate(**inputs, max_new_tokens=new, do_sample=False, num_beams=1,
+                              logits_processor=processors, **generate_kwargs)
 
 
 def check_strength(name: str, value: float) -> float:

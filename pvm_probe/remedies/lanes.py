@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..backbones import visual_marker_ids, visual_token_ids
 from ..errors import InputError
 from .base import Remedy, cache_length
 
@@ -87,3 +88,15 @@ def _stack(key: str, first: torch.Tensor | None, second: torch.Tensor) -> torch.
 def duplicate(kwargs: dict) -> dict:
     """The lane's rows as copies of the request's rows (every row input and the position ids)."""
     return {k: kwargs[k] for k in (*ROW_INPUTS, "position_ids") if kwargs.get(k) is not None}
+
+
+def text_only_prompt(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple:
+    """Each row's prompt without its image tokens and the image's start / end markers, left-padded to
+    the prompt's width: (ids [B, P], mask [B, P])."""
+    mask = torch.ones_like(ids) if mask is None else mask
+    drop = torch.isin(ids, torch.tensor(visual_token_ids(model) + visual_marker_ids(model), device=ids.device))
+    keep = mask.bool() & ~drop  # [B, P]
+    order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices  # dropped first, kept in order
+    kept = keep.gather(1, order)  # [B, P] left-padded
+    pad = model.config.get_text_config().pad_token_id or 0
+    return ids.gather(1, order).masked_fill(~kept, pad), kept.to(mask.dtype)

@@ -34,18 +34,11 @@ import math
 import torch
 from torch import nn
 
-from ..backbones import (
-    check_layers,
-    decoder_layers,
-    forward_start,
-    get_module,
-    visual_marker_ids,
-    visual_token_ids,
-)
+from ..backbones import check_layers, decoder_layers, forward_start, get_module
 from ..errors import InputError
 from ..key_bias import biased_implementation, register_key_logit_bias, supports
 from .base import cache_length, check_strength, require_image
-from .lanes import TwoLanes
+from .lanes import TwoLanes, text_only_prompt
 
 
 def guidance(cond: torch.Tensor, uncond: torch.Tensor, gamma: float, cutoff: float = 0.1) -> torch.Tensor:
@@ -132,15 +125,7 @@ class PAI(TwoLanes):
         if ids is None:
             raise InputError("PAI guidance needs input_ids: its text-only prompt drops the image tokens")
         require_image(self.title, self.model, kwargs)
-        mask = kwargs.get("attention_mask")
-        mask = torch.ones_like(ids) if mask is None else mask
-        drop = torch.isin(ids, torch.tensor(visual_token_ids(self.model) + visual_marker_ids(self.model),
-                                            device=ids.device))
-        keep = mask.bool() & ~drop  # [B, P]
-        order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices  # dropped first, kept in order
-        kept = keep.gather(1, order)  # [B, P] left-padded
-        pad = self.model.config.get_text_config().pad_token_id or 0
-        self._text = (ids.gather(1, order).masked_fill(~kept, pad), kept.to(mask.dtype))
+        self._text = text_only_prompt(self.model, ids, kwargs.get("attention_mask"))
 
     def _lane(self, kwargs: dict) -> dict:
         ids = kwargs["input_ids"]
