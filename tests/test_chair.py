@@ -145,6 +145,11 @@ def test_fixed_variant(caption, objects):
     assert ChairParser("fixed").objects(caption) == objects
 
 
+def test_length_counts_a_double_word_once_and_punctuation_too():
+    # two | traffic light | and | a | baby bird | , | too | .
+    assert ChairParser().parse("Two traffic lights and a baby bird, too.").tokens == 8
+
+
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="CHAIR variant 'loose'"):
         ChairParser("loose")
