@@ -145,6 +145,19 @@ def test_fixed_variant(caption, objects):
     assert ChairParser("fixed").objects(caption) == objects
 
 
+def test_length_counts_a_double_word_once_and_punctuation_too():
+    # two | traffic light | and | a | baby bird | , | too | .
+    assert ChairParser().parse("Two traffic lights and a baby bird, too.").tokens == 8
+
+
+@pytest.mark.parametrize("word,pos,lemma", [  # each as nltk 3.8.1's WordNetLemmatizer gives it
+    ("men", "n", "men"), ("vases", "n", "vas"), ("seated", "v", "seat"), ("glasses", "n", "glass"),
+    ("us", "n", "u"), ("catss", "n", "cat"), ("stove", "v", "stave"), ("skiing", "v", "ski"), ("aardwolves", "n", "aardwolf"),
+])
+def test_lemmas(word, pos, lemma):
+    assert nlp.lemmatize(word, pos) == lemma
+
+
 def test_unknown_variant_is_refused():
     with pytest.raises(ValueError, match="CHAIR variant 'loose'"):
         ChairParser("loose")

@@ -11,8 +11,10 @@ Run once by a maintainer; nothing here downloads. The inputs are the files nltk 
                      ortho_context.tab)
 
 Only what the lemmatiser needs is kept of WordNet: the lemma names of each part of speech and the exception
-lists (morphy's inputs), not the synsets. Lemmas with an underscore (multi-word) are dropped: a token of
-nltk's word tokenizer with an underscore can never lemmatise to a COCO word, so they cannot change a result.
+lists (morphy's inputs), not the synsets. Multi-word lemmas (with an underscore) are dropped unless an
+exception list names them: a word token reaches one only through its exception list, since the suffix
+rules keep a word's underscores, and a multi-word lemma is never a COCO word, so the rest cannot change a
+result.
 """
 
 from __future__ import annotations
@@ -30,19 +32,20 @@ POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}
 def wordnet_tables(root: Path) -> dict:
     lemmas, exceptions = {}, {}
     for pos, name in POS_FILES.items():
-        words = set()
-        for line in (root / f"index.{name}").read_text(encoding="utf-8").splitlines():
-            if line and not line.startswith(" "):
-                lemma, file_pos = line.split()[:2]
-                if "_" not in lemma and file_pos == pos:
-                    words.add(lemma)
-        lemmas[pos] = sorted(words)
         table = {}
         for line in (root / f"{name}.exc").read_text(encoding="utf-8").splitlines():
             terms = line.split()
             if terms:
                 table[terms[0]] = terms[1:]  # a later line replaces an earlier one, as nltk's loader does
         exceptions[pos] = table
+        targets = {lemma for forms in table.values() for lemma in forms}
+        words = set()
+        for line in (root / f"index.{name}").read_text(encoding="utf-8").splitlines():
+            if line and not line.startswith(" "):
+                lemma, file_pos = line.split()[:2]
+                if file_pos == pos and ("_" not in lemma or lemma in targets):
+                    words.add(lemma)
+        lemmas[pos] = sorted(words)
     return {"source": "WordNet 3.0 (Princeton University), index.* lemma names and *.exc exception lists",
             "lemmas": lemmas, "exceptions": exceptions}
 

@@ -11,8 +11,8 @@ three lists are nltk 3.8.1's (`_PaperEraWordTokenizer`). The data nltk would dow
 
 - Punkt's English parameters and the tagger's weights, loaded into nltk's own classes;
 - of WordNet 3.0, only what morphy reads: the lemma names per part of speech and the exception lists.
-  `lemmatize` below is nltk 3.10's `WordNetLemmatizer.lemmatize` over those tables: the shortest of the
-  candidate lemmas found in WordNet (the exception list's, else one suffix rule applied), else the word.
+  `lemmatize` below is `WordNetLemmatizer.lemmatize` over those tables: the shortest of the candidate
+  lemmas found in WordNet (see `candidates`), else the word.
 """
 
 from __future__ import annotations
@@ -53,13 +53,27 @@ def _wordnet() -> tuple[dict, dict]:
 
 
 def candidates(word: str, pos: str) -> list[str]:
-    """nltk 3.10's `wordnet._morphy`: the word and its exception-list lemmas, or else its one-rule
-    reductions, that WordNet lists under `pos`, in that order, without repeats."""
+    """nltk 3.8.1's `wordnet._morphy`, the papers' lemmatiser: the word and its exception-list lemmas, or
+    else the word and its one-rule reductions, that WordNet lists under `pos` (in order, without repeats);
+    when none is listed, the rules are applied again and again until one is. (nltk 3.9 stopped after one
+    round; on the test captions the two never differ.)"""
     lemmas, exceptions = _wordnet()
-    forms = exceptions[pos][word] if word in exceptions[pos] else [
-        word[: -len(old)] + new for old, new in _SUFFIX_RULES[pos] if word.endswith(old)]
     known = lemmas[pos]
-    return list(dict.fromkeys(f for f in [word, *forms] if f in known))
+
+    def listed(forms):
+        return [f for f in dict.fromkeys(forms) if f in known]
+
+    def reduce(forms):
+        return [f[: -len(old)] + new for f in forms for old, new in _SUFFIX_RULES[pos] if f.endswith(old)]
+
+    if word in exceptions[pos]:
+        return listed([word, *exceptions[pos][word]])
+    forms = reduce([word])
+    found = listed([word, *forms])
+    while not found and forms:
+        forms = reduce(forms)
+        found = listed(forms)
+    return found
 
 
 def lemmatize(word: str, pos: str) -> str:
