@@ -28,6 +28,7 @@ works, the numbers mean nothing); the scenes suite has no training split, so its
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from contextlib import contextmanager
@@ -62,6 +63,7 @@ def arguments(parser) -> None:
     parser.add_argument("--base", help="scenes: a local checkpoint (default: a tiny random one)")
     parser.add_argument("--pvm", action="append", help="scenes: adapter(s) for --base (repeatable)")
     parser.add_argument("--max-new-tokens", type=int, help="scenes: answer budget")
+    parser.add_argument("--table", help="print the README's markdown table of this remedies JSON and stop")
 
 
 # ---- the remedies' settings ------------------------------------------------------------------------------
@@ -227,6 +229,19 @@ def print_table(rows: dict, metric: str) -> None:
         print(f"{name[:39]:<40}{_pct([r['primary']]):>8} | {_pct(r['primary_by_quarter'])}    {share}")
 
 
+def markdown_table(rows: dict) -> str:
+    """The README's table: overall and by quarter (%), and the backbone's image share by quarter."""
+    def share(v):
+        return "-" if v is None else "0" if v == 0 else f"{v:.3f}".lstrip("0")
+
+    lines = ["| variant | overall | Q1 / Q2 / Q3 / Q4 | image share Q1 / Q2 / Q3 / Q4 |", "|---|---|---|---|"]
+    for name, r in rows.items():
+        by_q = " / ".join("-" if v is None else f"{100 * v:.1f}" for v in r["primary_by_quarter"])
+        shares = " / ".join(share(v) for v in r["image_share_by_quarter"] or [])
+        lines.append(f"| {name} | {100 * r['primary']:.1f} | {by_q} | {shares} |")
+    return "\n".join(lines)
+
+
 def print_sweep(tuned: dict, baseline: dict, where: str, n_layers: int) -> None:
     print(f"\nsweep baseline ({where}): {_pct([baseline['primary']])} | {_pct(baseline['primary_by_quarter'])}")
     for arm, s in tuned.items():
@@ -321,6 +336,9 @@ def tiny_base(directory: Path) -> tuple[str, list[str]]:
 
 def main(argv=None) -> dict:
     args = script_arguments(__doc__, argv, scenes=64, extra=arguments)
+    if args.table:  # the README's table from a finished run's JSON
+        print(markdown_table(json.loads(Path(args.table).read_text())["table"]))
+        return {}
     if args.smoke:
         args.sweep_scenes = 2
     start = time.perf_counter()
