@@ -96,7 +96,9 @@ def report(parser):
 
         job = _job(args, explore=args.explore)
         job.controls, job.tuned_lens = not args.no_controls, not args.no_tuned_lens
-        print(f"wrote {report_job(job, args.out)}")
+        page = report_job(job, args.out)
+        if page:  # process 0 (the others only generate their share)
+            print(f"wrote {page}")
 
     return run
 
@@ -238,6 +240,8 @@ def _emit(result: dict, destination: str | None, show=None) -> None:
     """'-': the whole result as JSON on stdout; otherwise print `show(result)` and write the file if asked."""
     from .io import atomic_write_json
 
+    if result is None:  # not process 0 under `accelerate launch`: process 0 prints the whole result
+        return
     if destination == "-":
         print(json.dumps(result, indent=2))
         return

@@ -6,7 +6,8 @@ For each variant the runner generates greedy answers in batches (left padding, t
 under the probes when asked: the visual attention mass of every layer at every generated position, the
 LogitLens, and PVM's gates and retrieval. It scores each answer with the suite and appends one record per
 request to `records.jsonl` as it goes (`records.py`): a rerun after an interruption skips what is done. Under
-`accelerate launch` process k takes requests k, k + n, k + 2n, ... and process 0 merges the shards.
+`accelerate launch` (CPUs or GPUs, one machine or several; `processes.py`) process k of n takes requests
+k, k + n, k + 2n, ... into its own shard, and process 0 merges the shards once every process is done.
 
 Probe arrays in a record cover the answer's own tokens (row t produced token t); the padding steps
 `generate` runs after a row has stopped are left out. The first `explore` requests also keep, for the
@@ -30,6 +31,7 @@ from .backbones import attention_window, decoder_layers, stop_token_ids, visual_
 from .errors import InputError
 from .probes import LogitLens, PVMRetrieval, VisualAttentionMass
 from .probes._base import SEGMENTS
+from .processes import process_state
 from .records import RecordStore, rounded
 from .suites.base import Answer, Request, Suite
 from .variants import Variant, applied
@@ -56,10 +58,8 @@ def run(model, processor, suite: Suite, variants: list[Variant], directory, conf
         base: str = "", lens=None) -> list[dict]:
     """Fill `directory` with the records of every variant x request (resuming what is there); returns them.
     `lens`: a tuned lens of the base, read beside the LogitLens when the probes run."""
-    from accelerate import PartialState
-
     config = config or RunConfig()
-    state = PartialState()
+    state = process_state(model.device)
     _check_variants(suite, variants)
     store = RecordStore(directory, describe(suite, variants, config, model, base, lens), state.process_index,
                         state.num_processes)
