@@ -267,17 +267,19 @@ def test_stage2_on_the_scenes_suite_with_its_claim_reward(bases, tmp_path, capsy
     assert provenance["job"]["optim"]["rewards"] == [{"name": "scenes", "weight": 0.9}]
 
 
-def test_placement_by_the_measured_profile_of_a_local_checkpoint(bases, data, tmp_path):
-    """Reference: the paper's Max Decay on this base's own visual-attention profile, measured here on the scenes
-    suite as train-pvm measures it (8 scenes, 256 new tokens)."""
+def test_placement_by_the_measured_profile_of_a_local_checkpoint(bases, data, tmp_path, monkeypatch):
+    """Max Decay on a local checkpoint: the block goes to the layer the profile train-pvm measured on this base
+    (a constructed profile whose fastest-decaying layer is 3) on 8 scenes of 256 new tokens."""
+    from test_placement import measured_by_hand
+
     from pvm_probe.checkpoints import read_adapter_meta
-    from pvm_probe.loading import load_base
-    from pvm_probe.placement import measure_mass, place
     from pvm_probe.suites import ScenesSuite
 
-    model, processor = load_base(bases["llava"])
-    expected = place("decay", measure_mass(model, processor, ScenesSuite(scenes=8, max_new_tokens=256)), 1)
+    asked = measured_by_hand(monkeypatch, peak=1, decay=3)
     argv = ["train-pvm", "--base", str(bases["llava"]), "--data", str(data), "--out", str(tmp_path / "p"),
             "--placement", "decay", "--blocks", "1", "--steps", "1", "--batch-size", "2"]
     assert main(argv) == 0
-    assert tuple(read_adapter_meta(tmp_path / "p")["pvm"]["layers"]) == expected
+    assert read_adapter_meta(tmp_path / "p")["pvm"]["layers"] == [3]
+    [(model, suite)] = asked
+    assert type(model).__name__.startswith("Llava") and isinstance(suite, ScenesSuite) and len(suite) == 8
+    assert suite.max_new_tokens(suite.request(0)) == 256
