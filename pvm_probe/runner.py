@@ -74,9 +74,20 @@ def run(model, processor, suite: Suite, variants: list[Variant], directory, conf
                 _run_variant(model, processor, suite, variant, handle, todo, left, store, config,
                              state.is_main_process, lens)
     state.wait_for_everyone()
-    records = store.merge([v.name for v in variants]) if state.is_main_process else []
+    names = [v.name for v in variants]
+    records = store.merge(names) if state.is_main_process else []
     state.wait_for_everyone()
+    if state.is_main_process:
+        _check_complete(records, names, len(suite), state.num_processes)
     return records
+
+
+def _check_complete(records: list[dict], names: list[str], requests: int, processes: int) -> None:
+    """Every process has finished: a record missing now was written where process 0 cannot read it."""
+    missing = len(names) * requests - sum(1 for r in records if r["variant"] in names)
+    if missing:
+        raise InputError(f"{missing} records are missing after all {processes} processes finished: under several "
+                         "machines the output folder must be on a file system that every machine shares")
 
 
 def describe(suite: Suite, variants: list[Variant], config: RunConfig, model, base: str, lens=None) -> dict:
