@@ -10,6 +10,7 @@ ANALYSES = Path(__file__).parent.parent / "analyses"
 SCRIPTS = sorted(ANALYSES.glob("fig_*.py"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_figure_script_smoke(script, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ANALYSES))  # figure_common, as when the script runs from its folder
