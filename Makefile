@@ -1,5 +1,5 @@
-# Two commands on a fresh machine: `make report` (the main job) and `make test` (the quick tests, <= 5 min on a
-# 2-core CPU). `make test-all` (what CI runs, <= 10 min) adds the slow ones and the notebooks.
+# Two commands on a fresh machine: `make report` (the main job) and `make test` (the quick tests, budget 5 min on
+# a quiet 2-core CPU). `make test-all` (what CI runs, budget 10 min) adds the slow tests and the notebooks.
 PY      := .venv/bin/python
 CLI     := .venv/bin/pvm-probe
 STAMP   := .venv/.installed
