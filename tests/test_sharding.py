@@ -59,20 +59,27 @@ def _launch(machines: int, machine_rank: int, port: int) -> list[str]:
             "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
-def _start(root: Path, logs: Path, out: Path, launch: list[str]) -> subprocess.Popen:
+def _start(root: Path, logs: Path, out: Path, launch: list[str], name: str) -> subprocess.Popen:
+    """The launch, its output in a file (a pipe left unread could fill and stall a process at the barrier)."""
     argv = ["report", "--scenes", str(SCENES), "--length", "0", "--pvm", "pvm-stage1", "--batch-size", "1",
             "--explore", "1", "--out", str(out)]
-    return subprocess.Popen([*launch, str(root / "driver.py"), str(logs), *argv], text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with (logs / f"{name}.out").open("w") as output:
+        return subprocess.Popen([*launch, str(root / "driver.py"), str(logs), *argv], text=True, stdout=output,
+                                stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _finish(processes: list[subprocess.Popen], logs: Path) -> list[tuple[int, str]]:
+    """(exit code, output) of each launch."""
+    return [(p.wait(timeout=600), (logs / f"launch{i}.out").read_text()) for i, p in enumerate(processes)]
 
 
 def _report(root: Path, name: str, launches: list[list[str]]) -> tuple[Path, dict[int, list]]:
     """Run the report job under each launch command at once; (its --out, each process's log by rank)."""
     logs = root / f"{name}.logs"
     logs.mkdir()
-    for process in [_start(root, logs, root / name, launch) for launch in launches]:
-        _, err = process.communicate(timeout=600)
-        assert process.returncode == 0, err[-3000:]
+    started = [_start(root, logs, root / name, launch, f"launch{i}") for i, launch in enumerate(launches)]
+    for code, output in _finish(started, logs):
+        assert code == 0, output[-3000:]
     return root / name, {int(p.stem[4:]): [json.loads(line) for line in p.read_text().splitlines()]
                          for p in logs.glob("rank*.jsonl")}
 
@@ -111,8 +118,9 @@ def test_two_processes_split_the_requests_and_merge_to_the_records_of_one(one_pr
 def test_machines_that_share_no_folder_are_told_so(one_process):
     """Each "machine" writes its shard into its own folder: process 0 misses process 1's records and says why."""
     root, port = one_process[0], _free_port()
-    (root / "alone.logs").mkdir()
-    started = [_start(root, root / "alone.logs", root / f"alone{r}", _launch(2, r, port)) for r in range(2)]
-    (_, err), _ = [p.communicate(timeout=600) for p in started]
-    assert started[0].returncode != 0 and "file system that every machine shares" in err
+    logs = root / "alone.logs"
+    logs.mkdir()
+    started = [_start(root, logs, root / f"alone{r}", _launch(2, r, port), f"launch{r}") for r in range(2)]
+    (code, output), _ = _finish(started, logs)
+    assert code != 0 and "file system that every machine shares" in output
     assert not (root / "alone0").exists()  # nothing was published
