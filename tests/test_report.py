@@ -65,6 +65,7 @@ def test_headline_cells_are_the_metrics_numbers(world_report):
     assert cells["q4"] == f"{100 * head['q4']:.1f}" and cells["gain_q4"] == f"{head['gain_q4']:+.1f}"
 
 
+@pytest.mark.slow
 def test_files_get_the_modes_any_file_the_user_writes_gets(tmp_path):
     """Under the umask set here (not the usual 022, so neither 0o644 nor a private 0o600 passes): folders
     0o777 and files 0o666 less the umask, as `mkdir` and `open` give."""

@@ -40,7 +40,7 @@ def _adapter(path) -> dict:
     return json.loads((Path(path) / "pvm_config.json").read_text())
 
 
-@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("arch", ["qwen3_vl", *(pytest.param(a, marks=pytest.mark.slow) for a in ("qwen2_5_vl", "llava"))])
 def test_stage1_then_stage2_with_exact_on_every_family(arch, bases, data, tmp_path, capsys):
     from pvm_probe.train.config import TrainJob
 
@@ -229,6 +229,7 @@ def test_the_makefile_recipes_still_parse_into_the_shipped_runs():
     assert (stage2.optim.steps, stage2.optim.batch_size, stage2.optim.num_generations, stage2.optim.lr) == (20, 16, 8, 1e-5)
 
 
+@pytest.mark.slow
 def test_painter_world_recipes_on_the_embedded_base(tmp_path, capsys):
     """The `make adapters` flags on a few steps: PVM with dropout and claims loss, the MLP and processed-states
     controls, then Stage II from the first with the world's format + accuracy rewards."""
