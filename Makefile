@@ -57,10 +57,10 @@ notebooks: $(STAMP)
 
 # The shipped adapters, as they were trained (CPU, 1 thread each); see each train_log.json.
 adapters: $(STAMP)
-	$(CLI) train-pvm --out $(ADAPTERS)/pvm-stage1 $(STAGE1)
-	$(CLI) train-pvm --out $(ADAPTERS)/mlp-control --block mlp $(STAGE1)
-	$(CLI) train-pvm --out $(ADAPTERS)/processed-control --visual-source hidden:0 $(STAGE1)
-	$(CLI) train-pvm --out $(ADAPTERS)/pvm-stage2 --stage 2 --init $(ADAPTERS)/pvm-stage1 \
+	$(CLI) train-pvm --overwrite --out $(ADAPTERS)/pvm-stage1 $(STAGE1)
+	$(CLI) train-pvm --overwrite --out $(ADAPTERS)/mlp-control --block mlp $(STAGE1)
+	$(CLI) train-pvm --overwrite --out $(ADAPTERS)/processed-control --visual-source hidden:0 $(STAGE1)
+	$(CLI) train-pvm --overwrite --out $(ADAPTERS)/pvm-stage2 --stage 2 --init $(ADAPTERS)/pvm-stage1 \
 		--steps 20 --batch-size 16 --num-generations 8 --lr 1e-5 --seed 0 --log-every 5 --fillers said
 
 clean:

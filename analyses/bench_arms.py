@@ -1,4 +1,4 @@
-"""What each arm costs per generated token: plain `generate`, PVM, VCD, PAI and MemVR, measured in one run.
+"""What each arm costs per generated token: plain `generate`, PVM and every remedy, measured in one run.
 
 Model: the real `Qwen3VLForConditionalGeneration` class, random weights, fp32, sdpa, on the CPU, with the real
 vocabulary (151,936: the LM head, and MemVR's early-exit read-outs, scale with it) and head_dim (128), at a width and
@@ -7,7 +7,11 @@ vision tower. Each request: a 512 x 512 image (32 x 32 patches of 16 px -> 256 m
 prompt. Arms: PVM, 3 blocks of `PVMConfig.for_model` (the 8B preset's width scaled to the model) on strided layers,
 alpha 1 (open); VCD (alpha 1, noise step 500) and PAI (alpha 0.2, gamma 1.1, layers 2..L-1) at their defaults, each
 a second lane of rows; MemVR at its defaults with the paper's layer window scaled to depth (12 layers: 1..6, the
-early-exit LM head read after layers 2..5 at every step).
+early-exit LM head read after layers 2..5 until every row has fired); DoLa ("low": hidden states 0, 2, 4 of 12,
+one batched LM-head read-out), VISTA (two extra prompt forwards per request; SLA layers 9..10, one batched
+read-out), SPARC (one rebuilt attention row in layer 7, selected cached values scaled) and OPERA (5 beams x (1 + 5
+candidates) row-forwards per step, its own decoding: timed as (T(N tokens) - T(1 token)) / (N - 1)) at their
+defaults.
 
 Time: every arm on the same model in this process, in rounds of alternating order (drift hits all alike); per batch
 size, `generate` of N new tokens (min_new_tokens = N) with a logits processor that stamps each step: prefill = up
@@ -41,9 +45,11 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
 from pvm_probe import PVMConfig, attach_pvm
-from pvm_probe.interventions import PAI, VCD, MemVR
-from pvm_probe.interventions.memvr import layer_window
 from pvm_probe.io import atomic_write_json, describe_machine
+from pvm_probe.registry import REMEDIES
+from pvm_probe.remedies.base import Remedy
+from pvm_probe.remedies.memvr import layer_window
+from pvm_probe.remedies.vista import sla_window
 from pvm_probe.zoo import IMAGE_TOKEN, PAD, VIDEO_TOKEN, VISION_END, VISION_START, Image, fake_request
 
 
@@ -58,7 +64,12 @@ SHAPES = {  # text decoder; `image`: the image's side in 16-px patches (merged t
     "smoke": dict(hidden=128, layers=4, heads=2, kv_heads=1, head_dim=64, ffn=384, image=8),
     "qwen3-vl-8b": dict(hidden=4096, layers=36, heads=32, kv_heads=8, head_dim=128, ffn=12288, image=32),
 }
-ARM_NAMES = ("plain", "pvm", "vcd", "pai", "memvr")
+ARM_NAMES = ("plain", "pvm", *REMEDIES.names())  # every registered remedy, plug-ins too
+PUBLISHED = {  # per-token time over greedy, as the papers report it (LLaVA-1.5-7B)
+    "memvr": (68.3 / 65.7, "MemVR paper: 68.3 vs 65.7 ms/token"),
+    "vcd": (2.20, "as reported beside MemVR"),
+    "opera": (3.66, "as reported beside MemVR"),
+}
 PROMPT = 32
 
 
@@ -99,8 +110,12 @@ def pvm_arm(model, shape: dict):
 
 def arm(name: str, model, shape: dict):
     """The arm as a context manager on `model` (yields the object holding its state, or None)."""
-    return {"plain": lambda: nullcontext(), "pvm": lambda: pvm_arm(model, shape), "vcd": lambda: VCD(model),
-            "pai": lambda: PAI(model), "memvr": lambda: MemVR(model, **memvr_layers(shape["layers"]))}[name]()
+    if name == "plain":
+        return nullcontext()
+    if name == "pvm":
+        return pvm_arm(model, shape)
+    remedy = REMEDIES.get(name)
+    return remedy(model, **remedy.defaults(shape["layers"]))  # the official defaults (MemVR's window by depth)
 
 
 def request(model, shape: dict, batch: int) -> dict:
@@ -119,8 +134,21 @@ class StepClock(LogitsProcessor):
         return scores
 
 
+def timed_decode(remedy, inputs: dict, new_tokens: int) -> dict:
+    """A remedy's own decoding: prefill ~ T(1 token), decode ms per step = (T(N) - T(1)) / (N - 1)."""
+    times = []
+    for n in (1, new_tokens):
+        t0 = time.perf_counter()
+        remedy.decode(inputs, n)
+        times.append(time.perf_counter() - t0)
+    return {"prefill_s": times[0], "decode_ms": 1e3 * (times[1] - times[0]) / max(new_tokens - 1, 1),
+            "cache_mb": 0.0, "state_mb": 0.0}
+
+
 def timed_generate(model, inputs: dict, new_tokens: int, state=None) -> dict:
     """generate N tokens: prefill s, decode ms per step (median), KV-cache and arm-state MB."""
+    if isinstance(state, Remedy) and type(state).decode is not Remedy.decode:  # decodes itself (OPERA)
+        return timed_decode(state, inputs, new_tokens)
     clock = StepClock()
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -212,7 +240,25 @@ def _per_token(shape: dict, kv: int, visual: int, checks: int, rows: int) -> dic
                     plain[1] + pvm_weights + rows * pvm_cache),
             "vcd": lanes,
             "pai": (lanes[0] + rows * (layers - 2) * heads * hd * kv, lanes[1]),  # the boosted query's scores
-            "memvr": (plain[0] + rows * (checks * d * VOCAB + 2 * visual * d), plain[1] + checks * d * VOCAB)}
+            "memvr": (plain[0] + rows * (checks * d * VOCAB + 2 * visual * d), plain[1] + checks * d * VOCAB),
+            "memvr_fires_at_once": (plain[0] + rows * (d * VOCAB + 2 * visual * d), plain[1] + d * VOCAB),
+            **_remedies(shape, kv, visual, rows, plain, weights, cache)}
+
+
+def _remedies(shape: dict, kv: int, visual: int, rows: int, plain: tuple, weights: int, cache: int) -> dict:
+    """DoLa, VISTA, SPARC, OPERA at their defaults: (multiply-adds, elements read) per decode step."""
+    d, heads, hd, kvh, layers = shape["hidden"], shape["heads"], shape["head_dim"], shape["kv_heads"], shape["layers"]
+    dola = len(range(0, layers // 2 if layers <= 40 else 20, 2))  # "low" candidates, untied embeddings
+    sla = len(sla_window(layers))
+    attention = layers * 2 * heads * hd * kv
+    one_row = d * heads * hd + 2 * heads * hd * kv  # SPARC: the selected layer's query and its softmax row
+    selected = layers * kvh * hd * visual * 2  # SPARC, at most: every image value read and written, every layer
+    beams, candidates = 5, 5  # OPERA: per request, (1 + candidates) forwards of `beams` rows
+    return {"dola": (plain[0] + rows * dola * d * VOCAB, plain[1] + d * VOCAB),
+            "vista": (plain[0] + rows * (sla * d * VOCAB + layers * 8 * d), plain[1] + d * VOCAB),
+            "sparc": (plain[0] + rows * one_row, plain[1] + d * heads * hd + rows * (kvh * hd * kv + selected)),
+            "opera": ((1 + candidates) * beams * rows * (weights + attention),
+                      (1 + candidates) * (weights + beams * rows * cache))}
 
 
 def arithmetic(shape: dict, new_tokens: int) -> dict:
@@ -283,12 +329,18 @@ def main(argv=None) -> float:
         for key in ("macs_ratio_to_plain", "reads_ratio_to_plain_batch1"):
             print(f"arithmetic, {where}, {key.replace('_', ' ')}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in a[key].items()))
+    for name, (ratio, source) in PUBLISHED.items():
+        measured = ", ".join(f"batch {r['batch']} {r['ratio_to_plain']:.2f}x" for r in table if r["arm"] == name)
+        print(f"published, {name}: {ratio:.2f}x ({source}); here {measured}")
     worst = max(r["ratio_to_plain"] for r in table if r["arm"] != "plain")
+    for name in ARM_NAMES[1:]:
+        print(f"{name}_time_ratio_max=" + f"{max(r['ratio_to_plain'] for r in table if r['arm'] == name):.3f}")
     atomic_write_json(args.json, {
         "machine": describe_machine(), "threads": 1, "dtype": "float32", "attn": "sdpa", "shape": shape,
         "shape_name": args.shape, "vocab": VOCAB, "image_tokens": shape["image"] ** 2 // 4, "prompt_tokens": PROMPT,
         "new_tokens": args.new_tokens, "rounds": args.rounds, "pvm": pvm_config(shape).to_dict(),
         "memvr": memvr_layers(shape["layers"]), "rows": table, "arithmetic": expected,
+        "published": {k: v[0] for k, v in PUBLISHED.items()},
         "seconds": time.perf_counter() - start,
         "note": "decode_ms: median step after the first (one row per request, B rows per step); cache_mb: the KV "
                 "cache generate returns (VCD/PAI hold 2B rows); state_mb: PVM's visual set + latent K/V, MemVR's "

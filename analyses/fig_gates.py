@@ -13,8 +13,8 @@ from figure_common import probe_metrics, save_figure, script_arguments
 
 from pvm_probe.io import atomic_write_json
 from pvm_probe.plots.report import pvm_gates
+from pvm_probe.probes.builtin.pvm import retrieval_figure
 from pvm_probe.records import RECORDS, read_records
-from pvm_probe.report import retrieval_figure
 
 
 def main(argv=None) -> dict:

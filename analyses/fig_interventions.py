@@ -16,8 +16,8 @@ from pvm_probe import load_base, load_pvm
 from pvm_probe.io import atomic_write_json
 from pvm_probe.plots.report import by_quarter
 from pvm_probe.probes import patching_study, zeroing_study
-from pvm_probe.runner import chat_inputs
 from pvm_probe.suites import WorldSuite
+from pvm_probe.suites.inputs import chat_inputs
 from pvm_probe.suites.world.suite import forced_claims
 
 

@@ -39,13 +39,15 @@ import torch.nn.functional as F
 from figure_common import save_figure, script_arguments
 
 from pvm_probe.backbones import decoder_layers, get_module, hook_sites, stop_token_ids
-from pvm_probe.interventions import ARMS
-from pvm_probe.interventions.memvr import layer_window
 from pvm_probe.io import atomic_write_json
-from pvm_probe.records import rounded
-from pvm_probe.report.metrics import build_metrics, mean_of
-from pvm_probe.runner import RunConfig, answer_lengths, chat_inputs, describe, run
+from pvm_probe.records import mean_of, rounded
+from pvm_probe.registry import REMEDIES
+from pvm_probe.remedies import MemVR
+from pvm_probe.remedies.lanes import TwoLanes
+from pvm_probe.report.metrics import build_metrics
+from pvm_probe.runner import RunConfig, answer_lengths, describe, run
 from pvm_probe.suites.base import Answer
+from pvm_probe.suites.inputs import chat_inputs
 from pvm_probe.suites.world.scenes import CELL_NAMES
 from pvm_probe.suites.world.suite import WorldSuite
 from pvm_probe.variants import BASELINE, Variant, plan
@@ -64,34 +66,20 @@ def arguments(parser) -> None:
 
 # ---- the remedies' settings ------------------------------------------------------------------------------
 def defaults(arm: str, n_layers: int) -> dict:
-    """The paper's defaults (MemVR's layer window at the paper's share of depth, `memvr.layer_window`)."""
-    return {"vcd": {"alpha": 1.0, "noise_step": 500}, "pai": {"alpha": 0.2, "gamma": 1.1},
-            "memvr": {"ratio": 0.12, "threshold": 0.75, **memvr_window(n_layers)}}[arm]
-
-
-def memvr_window(n_layers: int) -> dict:
-    start, end = layer_window(n_layers)
-    return {"start_layer": start, "end_layer": end}
+    """The official defaults (`Remedy.defaults`; MemVR's layer window at the paper's share of depth)."""
+    return REMEDIES.get(arm).defaults(n_layers)
 
 
 def grid(arm: str, n_layers: int, smoke: bool) -> list[dict]:
-    """The sweep of one remedy, its paper default first (see the module docstring)."""
-    if arm == "vcd":
-        options = [{"alpha": a, "noise_step": s} for s in (500, 999) for a in (1.0, 0.5, 2.0, 4.0)]
-    elif arm == "pai":
-        options = [{"alpha": a, "gamma": g} for g in (1.1, 2.0) for a in (0.2, 0.5, 1.0, 2.0)]
-    else:
-        windows = [memvr_window(n_layers), {"start_layer": 0, "end_layer": n_layers - 1}]
-        options = [{"ratio": r, "threshold": t, **w} for w in windows for t in (0.75, 0.5, 0.0)
-                   for r in (0.12, 0.31, 0.5, 1.0)]
-        options = [o for i, o in enumerate(options) if o not in options[:i]]
+    """The sweep of one remedy (`Remedy.grid`), its official defaults first."""
+    options = REMEDIES.get(arm).grid(n_layers)
     return options[:2] if smoke else options
 
 
 def label(arm: str, options: dict, n_layers: int) -> str:
     """`vcd` at the defaults, else `vcd (alpha=2)`: the settings that differ from the defaults."""
     changed = {k: v for k, v in options.items() if defaults(arm, n_layers).get(k) != v}
-    return arm if not changed else f"{arm} ({', '.join(f'{k}={v:g}' for k, v in changed.items())})"
+    return arm if not changed else f"{arm} ({', '.join(f'{k}={v}' for k, v in changed.items())})"
 
 
 # ---- running variants ------------------------------------------------------------------------------------
@@ -107,8 +95,8 @@ def sweep(model, processor, suite, directory: Path, base: str, smoke: bool) -> t
     """The baseline and each remedy over its grid on the sweep suite (no probes) ->
     ({arm: {"results": [...], "chosen": {...}}}, the baseline's result)."""
     n_layers = len(decoder_layers(model))
-    by_arm = {arm: [Variant(f"{arm} " + " ".join(f"{k}={v:g}" for k, v in o.items()), arm=arm, options=o)
-                    for o in grid(arm, n_layers, smoke)] for arm in ARMS}
+    by_arm = {arm: [Variant(f"sweep {i}: {label(arm, o, n_layers)}", remedy=arm, options=o)
+                    for i, o in enumerate(grid(arm, n_layers, smoke))] for arm in REMEDIES.names()}
     metrics, _ = run_variants(model, processor, suite, [BASELINE, *[v for vs in by_arm.values() for v in vs]],
                               directory, probes=False, base=base)
     sign = 1 if suite.higher_is_better else -1
@@ -126,12 +114,12 @@ def sweep(model, processor, suite, directory: Path, base: str, smoke: bool) -> t
 
 def comparison(adapters: list, tuned: dict, n_layers: int) -> list[Variant]:
     """Baseline, adapters, each remedy at its defaults and (when it differs) at its tuned setting."""
-    arms = []
-    for arm in ARMS:
-        arms.append(Variant(arm, arm=arm, options=defaults(arm, n_layers)))
+    remedies = []
+    for arm in REMEDIES.names():
+        remedies.append(Variant(arm, remedy=arm, options=defaults(arm, n_layers)))
         if not tuned[arm]["chosen"]["is_default"]:
-            arms.append(Variant(tuned[arm]["chosen"]["label"], arm=arm, options=tuned[arm]["chosen"]["options"]))
-    return plan(adapters, controls=False, arms=arms)
+            remedies.append(Variant(tuned[arm]["chosen"]["label"], remedy=arm, options=tuned[arm]["chosen"]["options"]))
+    return plan(adapters, controls=False, remedies=remedies)
 
 
 # ---- probes of why ---------------------------------------------------------------------------------------
@@ -186,8 +174,8 @@ def diagnose(model, processor, suite: WorldSuite, variant: Variant) -> dict:
     for start in range(0, len(suite), BATCH):
         requests = [suite.request(i) for i in range(start, min(start + BATCH, len(suite)))]
         inputs = chat_inputs(processor, requests, model.device)
-        arm = ARMS[variant.arm](model, **variant.options)
-        with torch.no_grad(), arm, (memvr_readout(arm, model) if variant.arm == "memvr" else lane_gap(arm)) as at:
+        arm = REMEDIES.get(variant.remedy)(model, **variant.options)
+        with torch.no_grad(), arm, (memvr_readout(arm, model) if isinstance(arm, MemVR) else lane_gap(arm)) as at:
             sequences = model.generate(**inputs, max_new_tokens=max(suite.max_new_tokens(r) for r in requests),
                                        do_sample=False)
             new = sequences[:, inputs["input_ids"].shape[1]:].cpu()  # [B, N]
@@ -239,12 +227,12 @@ def print_table(rows: dict, metric: str) -> None:
         print(f"{name[:39]:<40}{_pct([r['primary']]):>8} | {_pct(r['primary_by_quarter'])}    {share}")
 
 
-def print_sweep(tuned: dict, baseline: dict, where: str) -> None:
+def print_sweep(tuned: dict, baseline: dict, where: str, n_layers: int) -> None:
     print(f"\nsweep baseline ({where}): {_pct([baseline['primary']])} | {_pct(baseline['primary_by_quarter'])}")
     for arm, s in tuned.items():
         print(f"\nsweep {arm} ({where}):")
         for r in s["results"]:
-            opts = ", ".join(f"{k}={v:g}" for k, v in r["options"].items())
+            opts = label(arm, r["options"], n_layers)
             print(f"  {opts:<58}{_pct([r['primary']])} | {_pct(r['primary_by_quarter'])}")
         print(f"  chosen: {s['chosen']['label']}{' (the default)' if s['chosen']['is_default'] else ''}")
 
@@ -261,13 +249,14 @@ def world(args) -> dict:
     tuned, sweep_baseline = sweep(model, processor, train, records_dir / f"remedies-sweep-{args.sweep_scenes}", base,
                                   args.smoke)
     seconds["sweep"], t0 = time.perf_counter() - t0, time.perf_counter()
-    print_sweep(tuned, sweep_baseline, "training split")
+    print_sweep(tuned, sweep_baseline, "training split", n_layers)
     held_out = WorldSuite(scenes=args.scenes)
     variants = comparison(ADAPTERS, tuned, n_layers)
     metrics, records = run_variants(model, processor, held_out, variants, records_dir / f"remedies-{args.scenes}",
                                     probes=True, base=base)
     seconds["held_out"], t0 = time.perf_counter() - t0, time.perf_counter()
-    why = {v.name: diagnose(model, processor, held_out, v) for v in variants if v.arm}
+    why = {v.name: diagnose(model, processor, held_out, v) for v in variants   # the remedies with a probe of why
+           if v.remedy and issubclass(REMEDIES.get(v.remedy), (TwoLanes, MemVR))}
     seconds["probes_of_why"] = time.perf_counter() - t0
     rows = table(metrics, records, world=True)
     print_table(rows, metrics["metric"]["name"])
@@ -301,7 +290,7 @@ def scenes(args) -> dict:
         name = str(Path(base).resolve())
         tuned, sweep_baseline = sweep(model, processor, ScenesSuite(args.sweep_scenes, seed=1, image_size=size, max_new_tokens=budget),
                       records_dir / f"remedies-scenes-sweep-{args.sweep_scenes}", name, args.smoke)
-        print_sweep(tuned, sweep_baseline, "held-out set 1")
+        print_sweep(tuned, sweep_baseline, "held-out set 1", n_layers)
         suite = ScenesSuite(args.scenes, seed=0, image_size=size, max_new_tokens=budget)
         metrics, records = run_variants(model, processor, suite, comparison(adapters, tuned, n_layers),
                                         records_dir / f"remedies-scenes-{args.scenes}", probes=True, base=name)
@@ -347,7 +336,7 @@ def write(args, result: dict, start: float) -> dict:
     from pvm_probe.plots.report import remedies
 
     stem = "remedies" if result["suite"] == "world" else "remedies_scenes"
-    fig = remedies(result.pop("metrics"))
+    fig = remedies(result.pop("metrics"), REMEDIES.names())
     fig.suptitle(f"{result['suite']} suite: PVM vs training-free remedies ({args.scenes} held-out scenes)", fontsize=9,
                  y=1.03)
     save_figure(fig, args.out, stem)

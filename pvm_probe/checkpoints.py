@@ -384,7 +384,7 @@ def describe_adapter(adapter) -> dict:
         f"block        {pvm['block']} (visual source: {pvm['visual_source']})",
         f"layers       {', '.join(map(str, pvm['layers']))}  latent {pvm['latent_dim']}  heads {pvm['num_heads']}/"
         f"{pvm['num_kv_heads']} x {pvm['head_dim']}  ffn {pvm['ffn_dim']}",
-        "alpha        " + "  ".join(f"layer {layer}: {value:.4g} (from {start.get(layer, '?')})"
+        "alpha        " + "  ".join(f"layer {layer}: {value:.4g} (from {_number(start.get(layer, '?'))})"
                                     for layer, value in alphas.items()),
         f"parameters   {meta['num_parameters']:,}",
         f"base         {base['architecture']}  hidden {base['hidden_size']}  layers {base['num_layers']}"
@@ -392,6 +392,15 @@ def describe_adapter(adapter) -> dict:
         "provenance", *readable(meta["provenance"], indent="  "),
     ])
     return {"raw": {**meta, "alphas": alphas}, "text": text}
+
+
+def _number(value):
+    """A float to 4 significant digits for people (`info`); anything else as it is."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
+def _rounded(value):
+    return [_number(v) for v in value] if isinstance(value, list) else _number(value)
 
 
 def readable(data, indent: str = "", prefix: str = "") -> list[str]:
@@ -402,7 +411,7 @@ def readable(data, indent: str = "", prefix: str = "") -> list[str]:
         if isinstance(value, dict) and value:
             lines += readable(value, indent, f"{name}.")
         else:
-            shown = value if isinstance(value, str) else json.dumps(value)
+            shown = value if isinstance(value, str) else json.dumps(_rounded(value))
             lines.append(f"{indent}{name}: {shown}")
     return lines
 

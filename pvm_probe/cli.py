@@ -19,10 +19,10 @@ from pathlib import Path
 
 from . import cli_types as t
 from .errors import InputError, one_line
+from .registry import PROBES, REMEDIES, SUITES
+from .specs import ModelSpec, SuiteSpec, add_fields, from_fields
 
 COMMANDS = {}
-SUITES = ("world", "scenes", "images")
-FILLERS = ("count", "said")
 
 
 def command(name: str, help: str):
@@ -35,26 +35,11 @@ def command(name: str, help: str):
 
 # ---- shared arguments ---------------------------------------------------------------------------------
 def _model_arguments(parser) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--base", type=t.existing_dir, help="local checkpoint directory (default: the embedded base)")
-    group.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    group.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                       help="default auto: bfloat16 on a GPU, float32 on the CPU")
-    group.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="attention implementation")
+    add_fields(parser, ModelSpec, "model")
 
 
 def _suite_arguments(parser, scenes_default: str = "64") -> None:
-    group = parser.add_argument_group("suite")
-    group.add_argument("--suite", choices=SUITES,
-                       help="world (the embedded base's own), scenes (any base), images (--data); "
-                            "default: world for the embedded base, scenes otherwise, images with --data")
-    group.add_argument("--data", type=t.existing_file, help="images: JSONL of {image, prompt, objects?}")
-    group.add_argument("--scenes", type=t.positive_int, help=f"world / scenes: held-out scenes (default {scenes_default})")
-    group.add_argument("--seed", type=t.held_out_seed, help="world / scenes: held-out scene set (default 0)")
-    group.add_argument("--length", type=t.non_negative_int, help="world: filler units per step (default 3)")
-    group.add_argument("--filler", choices=FILLERS, help="world: said (decoys, default) or count")
-    group.add_argument("--image-size", type=t.positive_int, help="scenes: image side in px (default 448)")
-    group.add_argument("--max-new-tokens", type=t.positive_int, help="scenes / images: answer budget")
+    add_fields(parser, SuiteSpec, f"suite (world / scenes default to {scenes_default} scenes here)")
 
 
 def _run_arguments(parser, batch: int = 8) -> None:
@@ -62,21 +47,24 @@ def _run_arguments(parser, batch: int = 8) -> None:
     group.add_argument("--pvm", action="append", metavar="ADAPTER", help="adapter directory or shipped name "
                        "(repeatable)")
     group.add_argument("--batch-size", type=t.positive_int, default=batch)
-    group.add_argument("--arm", action="append", choices=["vcd", "pai", "memvr"],
-                       help="a training-free remedy run on the baseline (repeatable)")
+    group.add_argument("--remedy", "--arm", dest="remedy", action="append", type=t.remedy, metavar="NAME[:OPT=V,...]",
+                       help=f"a training-free remedy run on the baseline (repeatable), of {', '.join(REMEDIES.names())}; "
+                            "official defaults unless options are given, e.g. vcd:alpha=2")
+    group.add_argument("--probes", nargs="+", choices=PROBES.names(), metavar="PROBE",
+                       help=f"the probes to run, of {', '.join(PROBES.names())} (default: every one that applies)")
 
 
 def _job(args, default_scenes: int | None = None, **run_options):
     """The job the arguments describe (`default_scenes`: this command's own default for world / scenes)."""
-    from .jobs import Job, ModelSpec, SuiteSpec
+    from .jobs import Job
     from .runner import RunConfig
 
-    suite = SuiteSpec(args.suite, args.scenes, args.seed, args.length, args.filler, args.image_size,
-                      args.max_new_tokens, args.data)
-    if suite.scenes is None and suite.resolved_name(args.base) != "images":
+    suite = from_fields(SuiteSpec, args)
+    if suite.scenes is None and "scenes" in SUITES.get(suite.resolved_name(args.base)).options:
         suite.scenes = default_scenes
-    model = ModelSpec(args.base, args.device, args.dtype, args.attn)
-    return Job(model=model, suite=suite, adapters=args.pvm, arms=args.arm or [],
+    if getattr(args, "probes", None):
+        run_options.setdefault("probes", list(args.probes))
+    return Job(model=from_fields(ModelSpec, args), suite=suite, adapters=args.pvm, remedies=args.remedy or [],
                run=RunConfig(batch_size=args.batch_size, **run_options))
 
 
@@ -97,7 +85,8 @@ def report(parser):
         job = _job(args, explore=args.explore)
         job.controls, job.tuned_lens = not args.no_controls, not args.no_tuned_lens
         page = report_job(job, args.out)
-        if page:  # process 0 (the others only generate their share)
+        if page:  # process 0 wrote the report (the others only generate their share)
+            _warn("report", json.loads((page.parent / "metrics.json").read_text()))
             print(f"wrote {page}")
 
     return run
@@ -126,7 +115,8 @@ def paint(parser):
         job.only = None if args.compare else ("gates_off" if args.gates_off else
                                              "swapped_image" if args.swap_pvm_image else "adapter")
         metrics = (probe_job if args.probe else paint_job)(job, args.records)
-        _emit(metrics, args.json, _paint_table)
+        _warn("paint", metrics)
+        _emit(metrics, args.json, _probe_table if args.probe else _paint_table)
 
     return run
 
@@ -145,7 +135,9 @@ def probe(parser):
         job = _job(args, default_scenes=8, explore=0)
         job.adapters = args.pvm or []
         job.only = None if args.compare else "adapter"
-        _emit(probe_job(job, args.records), args.json, _probe_table)
+        metrics = probe_job(job, args.records)
+        _warn("probe", metrics)
+        _emit(metrics, args.json, _probe_table)
 
     return run
 
@@ -159,9 +151,9 @@ def placement(parser):
     parser.add_argument("--json", type=t.output_file, help="write the result here ('-' for stdout)")
 
     def run(args):
-        from .placement import measure_profile
+        from .jobs import measure_profile
 
-        args.pvm, args.arm = [], []
+        args.pvm, args.remedy = [], []
         _emit(measure_profile(_job(args, default_scenes=8, explore=0), args.blocks), args.json)
 
     return run
@@ -212,6 +204,22 @@ def train_base(parser):
     return run
 
 
+@command("score", "CHAIR of captions generated elsewhere ({image_id, caption} JSON lines) against a COCO directory")
+def score(parser):
+    parser.add_argument("captions", type=t.existing_file, help="JSON lines (or a JSON list) of {image_id, caption}")
+    parser.add_argument("--coco", type=t.existing_dir, required=True,
+                        help="COCO directory: annotations/instances_<split>.json and captions_<split>.json")
+    parser.add_argument("--split", help="the annotations' split, e.g. val2014 (default: the only one there)")
+    parser.add_argument("--json", type=t.output_file, help="write the metrics and per-caption results here ('-' for stdout)")
+
+    def run(args):
+        from .benchmarks.score import score_captions, table
+
+        _emit(score_captions(args.captions, args.coco, args.split), args.json, table)
+
+    return run
+
+
 @command("bench", "run a benchmark from the repository's analyses/ folder")
 def bench(parser):
     parser.add_argument("name", choices=["overhead", "probes", "train", "fit", "arms"])
@@ -236,6 +244,14 @@ def _output_arguments(parser) -> None:
                         help="keep the per-request records in this folder (a rerun resumes there)")
 
 
+def _warn(command: str, metrics: dict) -> None:
+    """The report's warnings (e.g. no claim parsed), one line each on stderr."""
+    if metrics is None:  # not process 0 under `accelerate launch`
+        return
+    for warning in metrics.get("warnings", []):
+        print(f"pvm-probe {command}: warning: {warning}", file=sys.stderr)
+
+
 def _emit(result: dict, destination: str | None, show=None) -> None:
     """'-': the whole result as JSON on stdout; otherwise print `show(result)` and write the file if asked."""
     from .io import atomic_write_json
@@ -250,8 +266,8 @@ def _emit(result: dict, destination: str | None, show=None) -> None:
         atomic_write_json(destination, result)
 
 
-def _cells(values, scale: float = 100.0) -> str:
-    return "".join(f"{'-' if v is None else f'{scale * v:.1f}':>8}" for v in values)
+def _cells(values, scale: float = 100.0, digits: int = 1) -> str:
+    return "".join(f"{'-' if v is None else f'{scale * v:.{digits}f}':>8}" for v in values)
 
 
 def _paint_table(metrics: dict) -> str:
@@ -270,7 +286,7 @@ def _paint_table(metrics: dict) -> str:
 
 
 def _probe_table(metrics: dict) -> str:
-    from .report.metrics import mean_of
+    from .records import mean_of
 
     lines = [_paint_table(metrics), "", "image share at claim tokens by quarter (mean over layers); "
              "dilution plateau and break (mean over layers); LogitLens convergence layer"]
@@ -279,7 +295,7 @@ def _probe_table(metrics: dict) -> str:
             continue
         by_q = [mean_of([row[q] for row in m["claim_mass_by_quarter"]]) for q in range(4)]
         dilution = m.get("dilution", {})
-        lines.append(f"{variant[:33]:<34}{_cells(by_q, 1.0).replace('.', '.', 1)}  plateau "
+        lines.append(f"{variant[:33]:<34}{'':>8}{_cells(by_q, 1.0, 3)}  plateau "
                      f"{mean_of(dilution.get('plateau', [])) or 0:.4f} break t={mean_of(dilution.get('break_t', [])) or 0:.0f}"
                      f"  convergence {m['lens']['convergence_layer_mean'] or 0:.2f}")
     return "\n".join(lines)

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 
 from .io import unwritable
+from .names import FILLERS
+from .registry import REMEDIES
+
+_VISUAL_SOURCE = re.compile(r"embeddings|hidden:[0-9]+")
 
 
 def _int_at_least(low: int, expected: str):
@@ -106,3 +111,32 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def remedy(text: str) -> str:
+    """A registered remedy's name, optionally with options (`vcd:alpha=2`; checked in variants.remedy_variant)."""
+    if text.partition(":")[0].strip() not in REMEDIES:
+        raise argparse.ArgumentTypeError(f"unknown remedy {text.partition(':')[0]!r}; known: {', '.join(REMEDIES.names())}")
+    return text
+
+
+def visual_source(text: str) -> str:
+    if not _VISUAL_SOURCE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected embeddings or hidden:<layer>, got {text!r}")
+    return text
+
+
+def fillers(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in FILLERS]
+    if not kinds or bad:
+        raise argparse.ArgumentTypeError(f"expected filler kinds from {', '.join(FILLERS)} (e.g. said,count), "
+                                         f"got {text!r}")
+    return kinds
+
+
+def fraction(text: str) -> float:
+    value = finite_float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
+    return value

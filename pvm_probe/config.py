@@ -75,7 +75,7 @@ _POSITIVE = "a positive integer"
 
 @dataclass(frozen=True)
 class PVMConfig:
-    """Shape and placement of the Persistent Visual Memory branch (DESIGN §2).
+    """Shape and placement of the Persistent Visual Memory branch (the block is memory.py).
 
     layers:        decoder-layer indices that get a block (distinct, >= 0)
     latent_dim:    bottleneck width d' (512 at 8B); must equal num_heads * head_dim

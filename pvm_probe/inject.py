@@ -67,6 +67,10 @@ class VisualMemory:
             return  # text-only request: PVM stays a no-op
         rows = [h[m] for h, m in zip(hidden, self.visual_mask, strict=True)]  # B x [N_b, d]
         self.tokens = pad_sequence(rows, batch_first=True)  # [B, N, d]
+        if not torch.isfinite(self.tokens).all():  # e.g. NaN pixel_values: every answer would be noise
+            bad = [b for b, row in enumerate(rows) if not torch.isfinite(row).all()]
+            raise InputError(f"non-finite visual tokens (NaN or inf) in request row(s) {bad}: check their "
+                             "pixel_values; PVM reads the visual tokens and refuses them")
         lengths = torch.tensor([len(r) for r in rows], device=hidden.device)  # [B]
         self.key_mask = torch.arange(self.tokens.shape[1], device=hidden.device) < lengths[:, None]  # [B, N]
         if self.override is not None:

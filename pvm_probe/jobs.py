@@ -20,36 +20,22 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers import AutoConfig
+
 from .checkpoints import check_fingerprint, read_adapter_meta, resolve_adapter, shipped_adapter_names
-from .errors import InputError
+from .errors import AdapterMismatchError, InputError
+from .loading import BASELINE_DIR, check_model_dir, load_base, resolve_device
+from .placement import all_placements, layer_scores, measure_mass
+from .probes.tuned_lens import LensData, TunedLens, record_generations
 from .processes import process_state
-from .records import RUN
+from .records import RECORDS, RUN, compatible
+from .registry import SUITES
+from .report.benchmarks import write_benchmarks
+from .report.build import build_report, check_output_dir, metrics_of, publish, seed_from_previous, working_dir
 from .runner import RunConfig, describe, run
-from .suites import SUITES
+from .specs import ModelSpec, SuiteSpec
+from .suites.inputs import chat_inputs
 from .variants import BASELINE, Variant, adapter_variants, plan
-
-
-@dataclass
-class ModelSpec:
-    base: str | None = None  # a local checkpoint directory; None = the embedded default
-    device: str | None = None  # default: cuda when available
-    dtype: str = "auto"  # bfloat16 on a GPU, float32 on the CPU
-    attn_implementation: str = "sdpa"
-
-
-@dataclass
-class SuiteSpec:
-    name: str | None = None  # world | scenes | images; None: world for the embedded base, scenes otherwise
-    scenes: int | None = None  # world / scenes: how many held-out scenes (default 64)
-    seed: int | None = None  # world / scenes: which held-out set (default 0)
-    length: int | None = None  # world: filler units per step (default: the long setting)
-    filler: str | None = None  # world: said | count
-    image_size: int | None = None  # scenes: rendered side in px (default 448)
-    max_new_tokens: int | None = None  # scenes / images: answer budget
-    data: str | None = None  # images: the JSONL file
-
-    def resolved_name(self, base) -> str:
-        return self.name or ("images" if self.data else "scenes" if base else "world")
 
 
 @dataclass
@@ -57,7 +43,7 @@ class Job:
     model: ModelSpec = field(default_factory=ModelSpec)
     suite: SuiteSpec = field(default_factory=SuiteSpec)
     adapters: list | None = None  # None: the shipped adapters for the embedded base, none for another base
-    arms: list = field(default_factory=list)  # training-free remedies run on the baseline
+    remedies: list = field(default_factory=list)  # training-free remedies (registry names) run on the baseline
     controls: bool = True  # gates off and swapped image for every memory adapter
     baseline: bool = True
     only: str | None = None  # run a single variant: "adapter", "gates_off" or "swapped_image"
@@ -65,25 +51,16 @@ class Job:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-_SUITE_FIELDS = {"world": ("scenes", "seed", "length", "filler"), "scenes": ("scenes", "seed", "image_size",
-                                                                                "max_new_tokens"),
-                 "images": ("data", "max_new_tokens")}
-
-
 def make_suite(spec: SuiteSpec, base=None):
-    """The suite a spec names, checking that no other suite's settings were given."""
+    """The suite a spec names, checking that it takes every setting given (`Suite.options`)."""
     name = spec.resolved_name(base)
-    if name not in SUITES:
-        raise InputError(f"unknown suite {name!r}; known: {', '.join(SUITES)}")
-    given = {k for k in ("scenes", "seed", "length", "filler", "image_size", "max_new_tokens", "data")
-             if getattr(spec, k) is not None}
-    foreign = sorted(given - set(_SUITE_FIELDS[name]))
+    cls = SUITES.get(name)
+    given = spec.given()
+    foreign = sorted(set(given) - set(cls.options))
     if foreign:
-        raise InputError(f"{', '.join('--' + f.replace('_', '-') for f in foreign)} do not apply to --suite {name}")
-    options = {k: getattr(spec, k) for k in _SUITE_FIELDS[name] if getattr(spec, k) is not None}
-    if name == "images" and "data" not in options:
-        raise InputError("--suite images needs --data FILE.jsonl (one image + prompt per line)")
-    return SUITES[name](**options)
+        flags = ", ".join("--" + f.replace("_", "-") for f in foreign)
+        raise InputError(f"{flags} {'does' if len(foreign) == 1 else 'do'} not apply to --suite {name}")
+    return cls(**given)
 
 
 SHIPPED_ORDER = ("pvm-stage1", "pvm-stage2", "mlp-control", "processed-control")
@@ -104,12 +81,13 @@ def variants_of(job: Job) -> list[Variant]:
         resolve_adapter(adapter)  # a one-line error now, not after the base has loaded
     if job.only:
         return _single(job, adapters)
-    return plan(adapters, controls=job.controls, arms=job.arms, baseline=job.baseline)
+    return plan(adapters, controls=job.controls, remedies=job.remedies, baseline=job.baseline)
 
 
 def _single(job: Job, adapters: list) -> list[Variant]:
-    if job.only == "adapter":  # each named adapter as it is, or the baseline when none is named
-        return [v for a in adapters for v in adapter_variants(a, controls=False)] or [BASELINE]
+    if job.only == "adapter":  # each named adapter as it is and each named remedy, or the baseline alone
+        chosen = [v for a in adapters for v in adapter_variants(a, controls=False)]
+        return chosen + plan(remedies=job.remedies, baseline=False) or [BASELINE]
     if len(adapters) != 1:
         raise InputError(f"{job.only.replace('_', ' ')} needs exactly one adapter (--pvm)")
     chosen = [v for v in adapter_variants(adapters[0]) if v.control == job.only]
@@ -118,14 +96,23 @@ def _single(job: Job, adapters: list) -> list[Variant]:
     return chosen
 
 
+LIBRARY_ONLY = "pass allow_other_weights=True to load it anyway"
+
+
 def check_adapter_fits(adapter, model) -> None:
-    """A one-line AdapterMismatchError if `adapter` was trained on another base than `model`."""
-    check_fingerprint(read_adapter_meta(adapter, check_weights=False)["base"], model)
+    """A one-line AdapterMismatchError, naming the adapter (`--pvm`), if it was trained on another base than
+    `model`. Other weights of the same shape are refused too: the gates were learned on the recorded ones."""
+    try:
+        check_fingerprint(read_adapter_meta(adapter, check_weights=False)["base"], model)
+    except AdapterMismatchError as err:
+        advice = ("run it on the base it was trained on, or train an adapter on this base (train-pvm --base); "
+                  "from Python, load_pvm(..., allow_other_weights=True) loads it anyway")
+        message = str(err).replace(f"; {LIBRARY_ONLY}", f": {advice}")
+        raise AdapterMismatchError(f"--pvm {adapter}: {message}") from None
 
 
 def open_job(job: Job):
     """(model, processor, suite, variants): everything checked, then the base loaded."""
-    from .loading import load_base
 
     suite = make_suite(job.suite, job.model.base)
     variants = variants_of(job)
@@ -144,7 +131,10 @@ def _base_name(job: Job) -> str:
 def run_job(job: Job, directory) -> list[dict]:
     """Open the job and fill `directory` with its records (resuming what is there)."""
     model, processor, suite, variants = open_job(job)
-    return run(model, processor, suite, variants, directory, job.run, base=_base_name(job))
+    records = run(model, processor, suite, variants, directory, job.run, base=_base_name(job))
+    if records:  # the main process
+        write_benchmarks(suite, records, directory)
+    return records
 
 
 def report(job: Job, out) -> Path | None:
@@ -152,7 +142,6 @@ def report(job: Job, out) -> Path | None:
     replaces `out` whole. An interrupted run resumes from the working folder; records of a finished report
     at `out` that match this run are reused. Under several processes each generates its share of the records
     and process 0 alone publishes (the others return None)."""
-    from .report.build import build_report, check_output_dir, publish, seed_from_previous, working_dir
 
     out = check_output_dir(out)
     model, processor, suite, variants = open_job(job)
@@ -164,16 +153,16 @@ def report(job: Job, out) -> Path | None:
         lens = tuned_lens_for(model, processor, suite, work / LENS_DIR, job.run.batch_size) if job.tuned_lens else None
         if state.is_main_process:
             _discard_if_stale(work, describe(suite, variants, job.run, model, _base_name(job), lens))
-    run(model, processor, suite, variants, work, job.run, base=_base_name(job), lens=lens)
+    records = run(model, processor, suite, variants, work, job.run, base=_base_name(job), lens=lens)
     if not state.is_main_process:  # process 0 alone writes the report and publishes it
         return None
+    write_benchmarks(suite, records, work)
     build_report(work)
     return publish(work, out)
 
 
 def _discard_if_stale(work: Path, description: dict) -> None:
     """Records left by another run (another base, suite or settings) are dropped: the run starts clean."""
-    from .records import RECORDS, compatible
 
     if (work / RUN).is_file() and not compatible(work / RUN, description):
         (work / RUN).unlink()
@@ -187,9 +176,6 @@ CALIBRATION_REQUESTS = 8
 def tuned_lens_for(model, processor, suite, directory: Path, batch_size: int = 8):
     """The base's tuned lens: the one saved in `directory` if it belongs to this base, else one trained on the
     base's own answers to the suite's calibration requests (never the evaluated ones) and saved there."""
-    from .checkpoints import AdapterMismatchError
-    from .probes.tuned_lens import LensData, TunedLens, record_generations
-    from .runner import chat_inputs
 
     if directory.is_dir():
         try:
@@ -211,9 +197,6 @@ def _records_job(job: Job, records_dir) -> dict | None:
     """The job's metrics (None in any process but process 0, which gathers every process's records)."""
     from accelerate.utils import broadcast_object_list
 
-    from .loading import resolve_device
-    from .report.build import metrics_of
-
     state = process_state(resolve_device(job.model.device))
     with ExitStack() as stack:
         if records_dir is None:  # process 0's temporary folder, shared by every process
@@ -231,5 +214,25 @@ def paint(job: Job, records_dir=None) -> dict | None:
 
 def probe(job: Job, records_dir=None) -> dict | None:
     """The same with the probes: attention mass, dilution fits, LogitLens, PVM retrieval."""
-    job.run.probes = True
+    job.run.probes = job.run.probes or True
     return _records_job(job, records_dir)
+
+
+def measure_profile(job, n_blocks: int = 2) -> dict:
+    """Load a job's base, measure its profile on the job's suite, and return every strategy's layers with what
+    they ranked."""
+    job.adapters, job.remedies = [], []
+    _check_blocks(job.model.base, n_blocks)
+    model, processor, suite, _ = open_job(job)
+    mass = measure_mass(model, processor, suite, job.run.batch_size, job.run.max_new_tokens)  # [L, T]
+    return {"base": job.model.base or "embedded default", "suite": suite.settings(), "blocks": n_blocks,
+            "layers": {s: list(v) for s, v in all_placements(mass, n_blocks).items()}, **layer_scores(mass)}
+
+
+def _check_blocks(base, n_blocks: int) -> None:
+    """A one-line InputError, from the base's config.json alone, when it has fewer layers than blocks."""
+    config = AutoConfig.from_pretrained(check_model_dir(base or BASELINE_DIR), local_files_only=True)
+    layers = config.get_text_config().num_hidden_layers
+    if not 0 < n_blocks <= layers:
+        raise InputError(f"--blocks {n_blocks}: cannot place {n_blocks} blocks in a {layers}-layer model "
+                         f"(at most {layers})")

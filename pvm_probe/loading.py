@@ -67,6 +67,7 @@ def load_base(path=None, *, device: str | None = None, dtype: str = "auto", attn
     `check_processor(processor)` runs before the weights load (e.g. a suite refusing a base it cannot
     run on), so a wrong combination fails in a second, not after minutes of loading."""
     path = check_model_dir(path or BASELINE_DIR)
+    _check_weights(path)
     processor = load_processor(path)
     if check_processor is not None:
         check_processor(processor)
@@ -77,6 +78,16 @@ def load_base(path=None, *, device: str | None = None, dtype: str = "auto", attn
         dtype=resolve_dtype(dtype, device_), local_files_only=True)
     _complete_generation_config(model, processor)
     return model.to(device_).eval(), processor
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+def _check_weights(path: Path) -> None:
+    """One line naming the directory when it holds no safetensors weights (transformers' own message for
+    that starts "Error no file named")."""
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise InputError(f"{path} holds no model weights: expected {' or '.join(WEIGHT_FILES)}")
 
 
 def _complete_generation_config(model, processor) -> None:

@@ -1,4 +1,4 @@
-"""The Persistent Visual Memory block (DESIGN §2) and the iso-parameter MLP control.
+"""The Persistent Visual Memory block and the iso-parameter MLP control.
 
     x_lat  = W_x x                                  [B, T, d']
     v_lat  = W_v V_img                              [B, N, d']   cached for decoding
@@ -114,7 +114,7 @@ class PVMBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal random init everywhere except alpha (DESIGN §2, the init trap: W_up must not be 0)."""
+        """Normal random init everywhere except alpha (the init trap: with alpha = 0 and W_up = 0 nothing ever moves)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=module.in_features**-0.5)

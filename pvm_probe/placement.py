@@ -19,8 +19,10 @@ import tempfile
 import numpy as np
 
 from .config import strided_layers
-
-STRATEGIES = ("strided", "peak", "decay")
+from .names import PLACEMENTS
+from .probes.builtin.mass import mass_curve
+from .runner import RunConfig, run
+from .variants import BASELINE
 
 
 def _check(mass: np.ndarray, n_blocks: int) -> np.ndarray:
@@ -67,21 +69,18 @@ def place(strategy: str, mass: np.ndarray, n_blocks: int) -> tuple[int, ...]:
         return peak_attention(mass, n_blocks)
     if strategy == "decay":
         return max_decay(mass, n_blocks)
-    raise ValueError(f"unknown placement strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    raise ValueError(f"unknown placement strategy {strategy!r}; known: {', '.join(PLACEMENTS)}")
 
 
 def all_placements(mass: np.ndarray, n_blocks: int) -> dict[str, tuple[int, ...]]:
-    return {s: place(s, mass, n_blocks) for s in STRATEGIES}
+    return {s: place(s, mass, n_blocks) for s in PLACEMENTS}
 
 
 def measure_mass(model, processor, suite, batch_size: int = 8, max_new_tokens: int | None = None) -> np.ndarray:
     """[L, T] visual attention mass of the loaded model by layer and generated position, mean over the suite's
     requests (NaN where no answer reaches t), measured by the runner's streaming probe during `generate`."""
-    from .report.metrics import mass_curve
-    from .runner import RunConfig, run
-    from .variants import BASELINE
-
-    config = RunConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, probes=True, explore=0, progress=False)
+    config = RunConfig(batch_size=batch_size, max_new_tokens=max_new_tokens, probes=["mass"], explore=0,
+                       progress=False)
     with tempfile.TemporaryDirectory(prefix="pvm_probe_placement_") as tmp:
         return mass_curve(run(model, processor, suite, [BASELINE], tmp, config))
 
@@ -91,15 +90,3 @@ def layer_scores(mass: np.ndarray) -> dict[str, list[float]]:
     mass = np.asarray(mass, dtype=float)
     return {"mean_mass": np.nanmean(mass, axis=1).tolist(), "mass_by_quarter": quarter_means(mass).tolist(),
             "relative_decay": relative_decay(mass).tolist()}
-
-
-def measure_profile(job, n_blocks: int = 2) -> dict:
-    """Load a job's base, measure its profile on the job's suite, and return every strategy's layers with what
-    they ranked."""
-    from .jobs import open_job
-
-    job.adapters, job.arms = [], []
-    model, processor, suite, _ = open_job(job)
-    mass = measure_mass(model, processor, suite, job.run.batch_size, job.run.max_new_tokens)  # [L, T]
-    return {"base": job.model.base or "embedded default", "suite": suite.settings(), "blocks": n_blocks,
-            "layers": {s: list(v) for s, v in all_placements(mass, n_blocks).items()}, **layer_scores(mass)}

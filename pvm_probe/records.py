@@ -50,6 +50,12 @@ def rounded(values, digits: int = 5):
         round(v, digits) if math.isfinite(v) else None for v in array.tolist()]
 
 
+def mean_of(values) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 class RecordStore:
     """The records of one run directory, for one process of `world_size`."""
 

@@ -1,6 +1,6 @@
 """The runner: every variant of a model over a suite's requests, with the probes riding along -> records.
 
-    suite (requests, scoring) -> runner (generate with probes and interventions) -> records -> metrics -> report
+    suite (requests, scoring) -> runner (generate with probes and remedies) -> records -> metrics -> report
 
 For each variant the runner generates greedy answers in batches (left padding, the model's own stop tokens),
 under the probes when asked: the visual attention mass of every layer at every generated position, the
@@ -16,8 +16,6 @@ token explorer, each token's attention on every image patch (a few layers) and P
 
 from __future__ import annotations
 
-import base64
-import io
 import itertools
 import math
 from contextlib import ExitStack
@@ -29,19 +27,21 @@ from tqdm.auto import tqdm
 
 from .backbones import attention_window, decoder_layers, stop_token_ids, visual_token_ids
 from .errors import InputError
-from .probes import LogitLens, PVMRetrieval, VisualAttentionMass
-from .probes._base import SEGMENTS
+from .probes.protocol import Batch, Probe, Row
 from .processes import process_state
-from .records import RecordStore, rounded
+from .records import RecordStore
+from .registry import PROBES
+from .remedies.base import replay
 from .suites.base import Answer, Request, Suite
-from .variants import Variant, applied
+from .suites.inputs import chat_inputs
+from .variants import Applied, Variant, applied
 
 
 @dataclass
 class RunConfig:
     batch_size: int = 8
     max_new_tokens: int | None = None  # a cap on the suite's own budget
-    probes: bool = True  # attention mass, LogitLens, PVM retrieval
+    probes: bool | list = True  # True: every registered probe (registry.PROBES) that applies; or a list of names
     explore: int = 2  # the first requests (by index) whose per-patch attention the token explorer shows
     explore_layers: int = 6  # decoder layers kept for them, spread through depth
     progress: bool = True
@@ -52,6 +52,15 @@ class RunConfig:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        unknown = [n for n in self.probes if n not in PROBES] if isinstance(self.probes, list) else []
+        if unknown:
+            raise InputError(f"unknown probe {unknown[0]!r}; known: {', '.join(PROBES.names())}")
+
+    def probe_names(self) -> list[str]:
+        """The enabled probes, in registry order."""
+        if not self.probes:
+            return []
+        return [n for n in PROBES.names() if self.probes is True or n in self.probes]
 
 
 def run(model, processor, suite: Suite, variants: list[Variant], directory, config: RunConfig | None = None,
@@ -70,8 +79,8 @@ def run(model, processor, suite: Suite, variants: list[Variant], directory, conf
         left = len(mine) - store.count(variant.name, mine)
         if left:
             todo = (i for i in mine if not store.done(variant.name, i))  # lazily: memory does not grow with it
-            with applied(variant, model) as handle:
-                _run_variant(model, processor, suite, variant, handle, todo, left, store, config,
+            with applied(variant, model) as on:
+                _run_variant(model, processor, suite, variant, on, todo, left, store, config,
                              state.is_main_process, lens)
     state.wait_for_everyone()
     names = [v.name for v in variants]
@@ -93,7 +102,7 @@ def _check_complete(records: list[dict], names: list[str], requests: int, proces
 def describe(suite: Suite, variants: list[Variant], config: RunConfig, model, base: str, lens=None) -> dict:
     """What `run.json` records; a resumed run must match it (records.py)."""
     generation = {"max_new_tokens": config.max_new_tokens, "dtype": str(model.dtype).removeprefix("torch."),
-                  "probes": config.probes, "explore": config.explore, "greedy": True,
+                  "probes": config.probe_names(), "explore": config.explore, "greedy": True,
                   "attention_window": attention_window(model),
                   "tuned_lens": None if lens is None else lens.config.training}
     return {"base": base, "architecture": type(model).__name__, "suite": suite.settings(),
@@ -107,56 +116,36 @@ def _check_variants(suite: Suite, variants: list[Variant]) -> None:
                          "least 2 requests")
 
 
-def _run_variant(model, processor, suite, variant, handle, todo, left, store, config, show, lens) -> None:
+def _run_variant(model, processor, suite, variant, on, todo, left, store, config, show, lens) -> None:
     batches = iter(lambda: list(itertools.islice(todo, config.batch_size)), [])
     total = math.ceil(left / config.batch_size)
     for indices in tqdm(batches, total=total, desc=f"{suite.name}: {variant.name}",
                         disable=not (config.progress and show)):
         requests = [suite.request(i) for i in indices]
-        for record in run_batch(model, processor, suite, variant, handle, requests, config, lens):
+        for record in run_batch(model, processor, suite, variant, on, requests, config, lens):
             store.append(record)
 
 
-def chat_inputs(processor, requests: list[Request], device) -> dict:
-    """Left-padded chat-template inputs, one row per request; non-finite pixels are refused."""
-    processor.tokenizer.padding_side = "left"
-    inputs = processor.apply_chat_template(
-        [r.messages() for r in requests], add_generation_prompt=True, tokenize=True, return_dict=True,
-        return_tensors="pt", processor_kwargs={"padding": True})
-    pixels = inputs.get("pixel_values")
-    if pixels is not None and not torch.isfinite(pixels).all():
-        raise InputError(f"non-finite pixel values in request(s) {', '.join(r.id for r in requests)}")
-    return dict(inputs.to(device))
-
-
-def forced_inputs(processor, requests: list[Request], answers: list[list[int]], device) -> dict:
-    """Teacher forcing: each request's chat inputs with a given answer (token ids) appended, right-padded to
-    the longest (padding masked). Position P - 1 + t of the logits predicts answer token t (P = prompt width)."""
-    inputs = chat_inputs(processor, requests, device)
-    width = max(map(len, answers))
-    pad = processor.tokenizer.pad_token_id or 0
-    ids = torch.tensor([a + [pad] * (width - len(a)) for a in answers], device=device)  # [B, A]
-    mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers], device=device)  # [B, A]
-    out = {**inputs, "input_ids": torch.cat([inputs["input_ids"], ids], 1),
-           "attention_mask": torch.cat([inputs["attention_mask"], mask], 1)}
-    if "mm_token_type_ids" in inputs:
-        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(ids)], 1)
-    return out
-
-
 @torch.no_grad()
-def run_batch(model, processor, suite, variant, handle, requests: list[Request], config: RunConfig,
+def run_batch(model, processor, suite, variant, on: Applied, requests: list[Request], config: RunConfig,
               lens=None) -> list[dict]:
-    """Generate, probe and score one batch; one record per request."""
+    """Generate, probe and score one batch; one record per request. A remedy with a decoding of its own
+    decodes first; its answer is then replayed token by token under the probes, so they read its own rows."""
     inputs = chat_inputs(processor, requests, model.device)
     budget = max(suite.max_new_tokens(r) for r in requests)
     budget = min(budget, config.max_new_tokens or budget)
-    explore = [b for b, r in enumerate(requests) if r.index < config.explore] if config.probes else []
+    explore = [b for b, r in enumerate(requests) if r.index < config.explore]
+    handle = on.handle
+    decoded = on.remedy.decode(inputs, budget) if on.remedy is not None else None  # [B, P + N] or None
     with ExitStack() as stack:
         if variant.control == "swapped_image":
             stack.enter_context(_swapped(handle, processor, suite, requests, model.device))
-        probes = _enter_probes(stack, model, handle, explore, config, lens)
-        sequences = model.generate(**inputs, max_new_tokens=budget, do_sample=False)  # [B, P + N]
+        probes = _enter_probes(stack, model, handle, explore, config, lens,
+                               variant.control == "swapped_image") if config.probes else []
+        if decoded is None:
+            sequences = model.generate(**inputs, max_new_tokens=budget, do_sample=False)  # [B, P + N]
+        else:
+            sequences = replay(model, inputs, decoded)  # [B, P + N]
     new = sequences[:, inputs["input_ids"].shape[1]:].cpu()  # [B, N]
     lengths, stopped = answer_lengths(new, stop_token_ids(model))
     cells = visual_cells(model, inputs, requests) if probes else None
@@ -167,8 +156,10 @@ def run_batch(model, processor, suite, variant, handle, requests: list[Request],
         record = {"variant": variant.name, "request": request.index, "id": request.id, "meta": request.meta,
                   "prompt": request.prompt, "answer": answer.text, "token_ids": answer.token_ids, "pieces": answer.pieces,
                   "n_tokens": lengths[b], "stopped": stopped[b], "claims": [c.to_dict() for c in claims]}
-        if probes:
-            _add_probes(record, probes, b, lengths[b], cells[b], request, explore, variant)
+        for probe in probes:
+            section = probe.record(Row(b, lengths[b], record, cells[b], request))
+            if section is not None:
+                record[probe.name] = section
         records.append(record)
     return records
 
@@ -192,86 +183,16 @@ def _explore_layers(model, count: int) -> list[int]:
     return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
 
 
-def _enter_probes(stack: ExitStack, model, handle, explore: list[int], config: RunConfig, lens) -> dict | None:
-    if not config.probes:
-        return None
-    probes = {"mass": VisualAttentionMass(model, patch_rows=explore, patch_layers=_explore_layers(
-        model, config.explore_layers) if explore else ()), "lens": LogitLens(model)}
-    if lens is not None:
-        probes["tuned_lens"] = LogitLens(model, lens=lens)
-    if handle is not None and handle.config.block == "pvm":
-        probes["pvm"] = PVMRetrieval(handle)
-    for probe in probes.values():
+def _enter_probes(stack: ExitStack, model, handle, explore: list[int], config: RunConfig, lens,
+                  swapped: bool) -> list[Probe]:
+    """The enabled probes that apply to this batch, attached (in registry order: later ones may read earlier
+    sections of a record)."""
+    batch = Batch(model, handle, lens, explore, _explore_layers(model, config.explore_layers) if explore else [],
+                  swapped)
+    probes = [cls(batch) for cls in map(PROBES.get, config.probe_names()) if cls.applies(batch)]
+    for probe in probes:
         stack.enter_context(probe)
     return probes
-
-
-def _add_probes(record: dict, probes: dict, b: int, n: int, cells: np.ndarray, request, explore, variant) -> None:
-    """The row's probe arrays (its n answer tokens) into the record, and per claim the values at its token.
-    With a swapped image PVM's weights are over the partner's image, so the explorer leaves them out."""
-    mass, lens = probes["mass"].result, probes["lens"].result
-    image = mass.shares[b, :, :, :n, SEGMENTS.index("image")].mean(1)  # [L, n] mean over heads
-    split = mass.shares[b, :, :, :n].mean(1)  # [L, n, 4]
-    record["mass"] = {"layers": mass.layers, "image": rounded(image),
-                      "split": {s: rounded(split[..., j].mean(1) if n else np.full(len(mass.layers), np.nan))
-                                for j, s in enumerate(SEGMENTS)}}
-    record["lens"] = _lens_summary(lens, b, n)
-    if "tuned_lens" in probes:
-        record["tuned_lens"] = _lens_summary(probes["tuned_lens"].result, b, n)
-    pvm = probes["pvm"].result if "pvm" in probes else None
-    if pvm is not None:
-        record["pvm"] = {"layers": pvm.layers, "alpha": rounded(pvm.alpha, 6),
-                         "injection_ratio": rounded(pvm.injection_ratio[b, :, :n]),
-                         "entropy": rounded(pvm.entropy[b, :, :n], 4)}
-    for claim in record["claims"]:
-        t = claim["token"]
-        at_token = t is not None and t < n
-        claim["mass"] = rounded(image[:, t]) if at_token else None
-        inside = _inside(cells, claim["boxes"]) if claim["boxes"] else None  # [N] tokens in the claimed region
-        claim["box_share"] = round(float(inside.mean()), 5) if inside is not None and len(inside) else None
-        claim["pvm_on_boxes"] = (rounded(pvm.weights[b, :, t, : len(inside)][:, inside].sum(1))
-                                 if pvm is not None and inside is not None and at_token else None)
-    if b in explore:
-        own_pvm = None if variant.control == "swapped_image" else pvm
-        record["explore"] = _explore_record(mass, own_pvm, explore.index(b), b, n, cells, request)
-
-
-def _lens_summary(lens, b: int, n: int) -> dict:
-    kl = lens.kl[b, :, :n]  # [L, n]
-    quarters = np.array_split(np.arange(n), 4)
-    return {"layers": lens.layers, "kl": rounded(kl.mean(1) if n else np.full(len(lens.layers), np.nan), 4),
-            "kl_by_quarter": rounded(np.stack([kl[:, q].mean(1) if len(q) else np.full(len(kl), np.nan)
-                                               for q in quarters], 1), 4),
-            "convergence": [int(v) for v in lens.convergence_layer()[b, :n]]}
-
-
-def _inside(cells: np.ndarray, boxes: list) -> np.ndarray:
-    """[N] True where a visual token's cell centre (of image 0) lies in one of the boxes."""
-    cx, cy = (cells[:, 1] + cells[:, 3]) / 2, (cells[:, 2] + cells[:, 4]) / 2  # [N]
-    hit = np.zeros(len(cells), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        hit |= (cells[:, 0] == 0) & (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
-    return hit
-
-
-def _explore_record(mass, pvm, r: int, b: int, n: int, cells: np.ndarray, request) -> dict:
-    """Per-patch attention of one request for the token explorer (image 0's tokens only)."""
-    own = cells[:, 0] == 0  # [N]
-    out = {"image": _thumbnail(request.images[0]), "cells": rounded(cells[own, 1:], 4),
-           "layers": mass.patch_layers,
-           "attention": [rounded(layer[:n, : len(own)][:, own], 4) for layer in mass.patches[r]]}
-    if pvm is not None:
-        out["pvm_layers"] = pvm.layers
-        out["pvm"] = [rounded(pvm.weights[b, i, :n, : len(own)][:, own], 4) for i in range(len(pvm.layers))]
-    return out
-
-
-def _thumbnail(image, side: int = 256) -> str:
-    image = image.copy()
-    image.thumbnail((side, side))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def visual_cells(model, inputs: dict, requests: list[Request]) -> list[np.ndarray]:

@@ -36,24 +36,27 @@ def test_argument_errors_are_one_line_and_exit_2(argv, message, capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["paint", "--length", "2", "--image-size", "64"], "--image-size do not apply to --suite world"),
+    (["paint", "--length", "2", "--image-size", "64"], "--image-size does not apply to --suite world"),
     (["paint", "--suite", "images"], "--suite images needs --data"),
     (["paint", "--gates-off", "--swap-pvm-image", "--pvm", "pvm-stage1"], "two variants"),
     (["paint", "--pvm", "no-such-adapter"], "no-such-adapter"),
     (["paint", "--gates-off"], "gates off needs exactly one adapter"),
+    (["report", "--remedy", "vcd:alfa=2", "--out", "unused"], "options from alpha, beta, noise_step, seed"),
+    (["report", "--remedy", "vcd:alpha", "--out", "unused"], "expected vcd:option=value"),
+    (["report", "--remedy", "nope"], "unknown remedy 'nope'"),
 ])
 def test_bad_combinations_fail_before_any_model_loads(argv, message, capsys, monkeypatch):
-    import pvm_probe.loading
+    import pvm_probe.jobs
 
-    monkeypatch.setattr(pvm_probe.loading, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(pvm_probe.jobs, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
     assert main(argv) == 2
     assert message in one_line(capsys)
 
 
 def test_a_report_never_replaces_a_folder_of_other_files(tmp_path, capsys, monkeypatch):
-    import pvm_probe.loading
+    import pvm_probe.jobs
 
-    monkeypatch.setattr(pvm_probe.loading, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(pvm_probe.jobs, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["report", "--out", str(tmp_path)]) == 2
     assert "holds other files" in one_line(capsys) and (tmp_path / "notes.txt").read_text() == "mine"

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
-from pvm_probe.report.metrics import MASS_BINS, build_metrics, mass_curve, variant_metrics
+from pvm_probe.probes.builtin.mass import MASS_BINS, mass_curve
+from pvm_probe.report.metrics import build_metrics, variant_metrics
 
+ABOUT = {"num_parameters": 7, "block": "pvm", "visual_source": "embeddings"}
 RUN = {"base": "b", "architecture": "A", "suite": {"suite": "world"}, "generation": {"attention_window": None},
-       "variants": {"baseline": {"name": "baseline"}, "pvm": {"name": "pvm", "adapter": "a"},
+       "variants": {"baseline": {"name": "baseline"}, "pvm": {"name": "pvm", "adapter": "a", "about": ABOUT},
                     "pvm | swapped image": {"name": "pvm | swapped image", "adapter": "a", "control": "swapped_image"},
                     "pvm | gates off": {"name": "pvm | gates off", "adapter": "a", "control": "gates_off"}}}
 
@@ -69,8 +71,7 @@ def test_headline_gains_and_what_the_controls_say():
         return [record(variant, i, [claim(0, True), claim(3, right_late)]) for i in range(2)]
 
     records = answers("baseline", False) + answers("pvm", True) + answers("pvm | swapped image", False)
-    metrics = build_metrics(RUN, records, ["cell"], True, {"pvm": {"num_parameters": 7, "pvm": {
-        "block": "pvm", "visual_source": "embeddings"}}})
+    metrics = build_metrics(RUN, records, ["cell"], True)
     head = metrics["headline"]
     assert head["variants"]["pvm"]["gain_q4"] == 100.0 and head["variants"]["pvm"]["q1"] == 1.0
     assert head["variants"]["pvm | swapped image"]["gain_q4"] == 0.0

@@ -9,8 +9,8 @@ from pvm_probe.backbones import decoder_layers
 from pvm_probe.config import strided_layers
 from pvm_probe.loading import load_base
 from pvm_probe.placement import all_placements, max_decay, measure_mass, peak_attention, place
-from pvm_probe.runner import chat_inputs
 from pvm_probe.suites import ScenesSuite
+from pvm_probe.suites.inputs import chat_inputs
 
 
 def _profile(levels, decays, t=64):
@@ -95,8 +95,9 @@ def constructed_profile(layers: int, peak: int, decay: int) -> np.ndarray:
 
 
 def measured_by_hand(monkeypatch, peak: int, decay: int) -> list:
-    """Replace the measured profile with a constructed one; returns the (model, suite) each measurement got."""
-    from pvm_probe import placement
+    """Replace train-pvm's measured profile with a constructed one; returns the (model, suite) each measurement
+    got."""
+    from pvm_probe.train import run
 
     asked = []
 
@@ -104,7 +105,7 @@ def measured_by_hand(monkeypatch, peak: int, decay: int) -> list:
         asked.append((model, suite))
         return constructed_profile(len(decoder_layers(model)), peak, decay)
 
-    monkeypatch.setattr(placement, "measure_mass", measure)
+    monkeypatch.setattr(run, "measure_mass", measure)  # where train-pvm measures
     return asked
 
 

@@ -122,8 +122,8 @@ def test_training_lowers_held_out_kl_tiny_qwen3():
 @pytest.fixture(scope="module")
 def baseline():
     from pvm_probe.loading import load_base
-    from pvm_probe.runner import chat_inputs
     from pvm_probe.suites import WorldSuite
+    from pvm_probe.suites.inputs import chat_inputs
 
     model, processor = load_base()
     settings = dict(max_new_tokens=72)

@@ -84,7 +84,7 @@ def test_init_trap_alpha_moves_first_then_everything():
 
 
 def test_zero_w_up_with_zero_alpha_is_the_trap():
-    """The configuration DESIGN §2 warns about really is stuck: nothing moves, ever."""
+    """The init trap (alpha = 0 and W_up = 0) really is stuck: nothing moves, ever."""
     model = tiny_model("qwen3_vl")
     model.requires_grad_(False)
     handle = attach_pvm(model, small_config())
@@ -150,7 +150,7 @@ def test_bad_configs_are_refused(bad, message):
 
 
 def _reference_block(block, x, visual, key_mask):
-    """DESIGN §2 written out naively, one query head at a time (kv head = head // group)."""
+    """The block written out naively, one query head at a time (kv head = head // group)."""
     ca, eps = block.cross_attn, 1e-6
 
     def rms(t, w=None):

@@ -12,8 +12,9 @@ from pvm_probe.errors import InputError
 from pvm_probe.jobs import Job, ModelSpec, SuiteSpec, open_job
 from pvm_probe.loading import load_base
 from pvm_probe.records import RECORDS, read_records
-from pvm_probe.runner import RunConfig, chat_inputs, run, visual_cells
+from pvm_probe.runner import RunConfig, run, visual_cells
 from pvm_probe.suites import ImagesSuite, Request, ScenesSuite
+from pvm_probe.suites.inputs import chat_inputs
 from pvm_probe.variants import BASELINE, Variant, plan
 from pvm_probe.zoo import ARCHS
 
@@ -156,21 +157,21 @@ def test_jobs_refuse_the_world_on_a_foreign_base_before_loading_weights(tiny_che
     job = Job(model=ModelSpec(base=str(tiny_checkpoints["llava"])), suite=SuiteSpec(name="world"))
     with pytest.raises(InputError, match="needs its own vocabulary"):
         open_job(job)
-    with pytest.raises(InputError, match="--length do not apply to --suite scenes"):
+    with pytest.raises(InputError, match="--length does not apply to --suite scenes"):
         open_job(Job(model=ModelSpec(base=str(tiny_checkpoints["llava"])), suite=SuiteSpec(length=2)))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_remedies_run_as_variants_and_leave_the_model_as_it_was(arch, tiny_checkpoints, tmp_path):
     model, processor, suite, records = scenes_run(tiny_checkpoints[arch], tmp_path / "plain", tokens=5)
-    arms = plan(arms=["vcd", "pai", "memvr"], baseline=False)
-    armed = run(model, processor, suite, arms, tmp_path / "armed", RunConfig(batch_size=2, progress=False))
+    remedies = plan(remedies=["vcd", "pai", "memvr"], baseline=False)
+    armed = run(model, processor, suite, remedies, tmp_path / "armed", RunConfig(batch_size=2, progress=False))
     assert [r["variant"] for r in armed] == ["vcd", "vcd", "pai", "pai", "memvr", "memvr"]
-    for r in armed:  # the probes read the answer's own rows, not the arms' second rows
+    for r in armed:  # the probes read the answer's own rows, not the remedies' second rows
         assert np.shape(r["mass"]["image"]) == (4, r["n_tokens"]) and len(r["lens"]["convergence"]) == r["n_tokens"]
     again = run(model, processor, suite, [BASELINE], tmp_path / "again", RunConfig(batch_size=2, progress=False))
     assert [r["answer"] for r in again] == [r["answer"] for r in records]  # every hook came off
-    no_strength = [Variant("vcd0", arm="vcd", options={"alpha": 0.0}), Variant("memvr0", arm="memvr",
+    no_strength = [Variant("vcd0", remedy="vcd", options={"alpha": 0.0}), Variant("memvr0", remedy="memvr",
                                                                                 options={"ratio": 0.0})]
     zero = run(model, processor, suite, no_strength, tmp_path / "zero", RunConfig(batch_size=2, progress=False))
     assert [r["token_ids"] for r in zero] == [r["token_ids"] for r in records] * 2  # strength 0 is the baseline

@@ -127,8 +127,14 @@ def test_images_suite_reads_requests_and_scores_objects_chair_style(tmp_path):
     assert len(suite) == 2 and suite.request(1).id == "second" and suite.request(0).images[0].size == (32, 24)
     text = "A man stands by an easel . There are no dogs . Two cats and an orange cat sleep ."
     claims = suite.score(suite.request(0), answer_of(text))
-    assert [(c.text, c.correct) for c in claims] == [("man", True), ("easel", True), ("cats", False), ("cat", False)]
-    assert [c.quarter for c in claims] == [0, 1, 2, 3]  # words 1, 5, 11, 15 of 17
+    # CHAIR's reference parser: man -> person; "easel" is the line's own object; no negation handling, and
+    # "orange" is the fruit, as in the reference
+    assert [(c.text, c.correct) for c in claims] == [("man", True), ("easel", True), ("dogs", False),
+                                                      ("cats", False), ("orange", False), ("cat", False)]
+    assert [c.quarter for c in claims] == [0, 1, 2, 2, 3, 3]  # words 1, 5, 9, 11, 14, 15 of 17
+    assert [text.split(" ")[c.token] for c in claims] == [c.text for c in claims]  # answer_of: a token a word
+    fixed = ImagesSuite(path, chair="fixed").score(suite.request(0), answer_of(text))
+    assert [c.text for c in fixed] == ["man", "easel", "cats", "orange", "cat"]  # "no dogs" claims nothing
     assert suite.score(suite.request(1), answer_of(text)) == []  # no objects given: probes only
 
 

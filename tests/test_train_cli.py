@@ -188,7 +188,7 @@ def test_a_failed_run_leaves_the_old_adapter_and_no_scratch(tmp_path, data, base
 
     monkeypatch.setattr(transformers.Trainer, "train", crash)
     with pytest.raises(RuntimeError, match="training crashed"):  # a bug, not bad input: its traceback stays
-        main(argv + ["--lr", "1e-3"])
+        main(argv + ["--lr", "1e-3", "--overwrite"])
     assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
     assert {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("pvm_probe_trainer_")} == scratch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "data.jsonl", *sorted(f"img{i}.png" for i in range(4))]

@@ -11,8 +11,6 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..probes.dilution import hyperbola
-
 QUARTERS = ["Q1", "Q2", "Q3", "Q4"]
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
             "#7f7f7f", "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#ffbb78", "#c49c94", "#f7b6d2", "#9edae5"]
@@ -59,11 +57,18 @@ def claims_by_quarter(metrics: dict):
     fig, axes = _grid(len(kinds), width=3.6, height=2.8, max_cols=3)
     width = 0.8 / max(1, len(variants))
     for ax, kind in zip(axes, kinds, strict=True):
+        claimed = any(sum(v["claims_by_quarter"][kind]["n"]) for v in variants.values())
         for i, (name, m) in enumerate(variants.items()):
             table = m["claims_by_quarter"][kind]
             values = 100 * _values(table["correct_rate"] if better else table["error_rate"])
-            ax.bar(np.arange(4) + (i - (len(variants) - 1) / 2) * width, values, width, color=styles[name]["color"],
+            x = np.arange(4) + (i - (len(variants) - 1) / 2) * width
+            ax.bar(x, values, width, color=styles[name]["color"],
                    hatch=styles[name]["hatch"], alpha=0.85 if styles[name]["ls"] == "-" else 0.45)
+            for xq, n in zip(x, table["n"], strict=True):
+                if not n and claimed:
+                    ax.text(xq, 1, "n = 0", rotation=90, ha="center", va="bottom", fontsize=6, color="0.35")
+        if not claimed:
+            _empty_note(ax, f"no {'' if kind == 'all' else kind + ' '}claims in any variant (n = 0)")
         ax.set_xticks(range(4), QUARTERS)
         ax.set_title("all claims" if kind == "all" else f"{kind} claims", fontsize=9)
     axes[0].set_ylabel(f"{metrics['metric']['name']} (%)")
@@ -71,6 +76,12 @@ def claims_by_quarter(metrics: dict):
     _legend(fig, styles)
     fig.tight_layout()
     return fig
+
+
+def _empty_note(ax, text: str) -> None:
+    """Say in the panel itself why it is empty."""
+    ax.text(0.5, 0.5, text.replace(" (n = 0)", "\n(n = 0)"), transform=ax.transAxes, ha="center", va="center",
+            fontsize=8, color="0.3")
 
 
 def mass_vs_position(metrics: dict):
@@ -105,7 +116,7 @@ def _draw_fit(ax, t: np.ndarray, fit: dict, i: int) -> None:
     if None in (a, b, c) or brk is None or brk < 0:
         return
     before = t[: max(brk, 1)]
-    ax.plot(before, hyperbola(before, a, b, c), color="0.45", lw=0.9, ls="--")
+    ax.plot(before, a / (before + b) + c, color="0.45", lw=0.9, ls="--")
     if brk < len(t) and fit["plateau"][i] is not None:
         ax.hlines(fit["plateau"][i], brk, t[-1], color="0.45", lw=0.9, ls="--")
 
@@ -120,6 +131,13 @@ def claim_mass_by_quarter(metrics: dict):
     for ax, (name, values) in zip(axes, table.items(), strict=True):
         image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=top, interpolation="nearest")
         ax.set_title(name, fontsize=8)
+        n = variants[name]["claims_by_quarter"]["all"]["n"]
+        if not sum(n):
+            _empty_note(ax, "no claims in this variant (n = 0)")
+        else:
+            for q in (q for q in range(4) if not n[q]):
+                ax.text(q, (len(values) - 1) / 2, "n = 0", rotation=90, ha="center", va="center", fontsize=7,
+                        color="0.3")
         ax.set_xticks(range(4), QUARTERS)
         layers = variants[name]["layers"]
         step = max(1, len(layers) // 8)
@@ -150,7 +168,11 @@ def accuracy_vs_mass(metrics: dict):
     ax.set_xlabel("image share of attention at the claim's token (mean over layers)")
     ax.set_ylabel("claims correct (%)")
     ax.set_ylim(-3, 103)
-    _legend(fig, {n: s for n, s in styles.items() if "accuracy_vs_mass" in metrics["variants"][n]})
+    shown = {n: m for n, m in metrics["variants"].items() if "accuracy_vs_mass" in m}
+    empty = [n for n, m in shown.items() if not sum(m["accuracy_vs_mass"]["n"])]
+    if empty:
+        _empty_note(ax, "no claims in " + ("any variant" if len(empty) == len(shown) else ", ".join(empty)) + " (n = 0)")
+    _legend(fig, {f"{n} (n = 0)" if n in empty else n: styles[n] for n in shown})
     fig.tight_layout()
     return fig
 
@@ -187,9 +209,10 @@ def pvm_gates(metrics: dict):
     PVM's attention entropy, and its weight on the claimed region of the image against chance, by quarter."""
     variants = {n: m["pvm"] for n, m in metrics["variants"].items() if "pvm" in m}
     styles = variant_styles(list(variants))
-    panels = [("injection_ratio_by_quarter", "|alpha h_pvm| / |x|"), ("entropy_by_quarter", "attention entropy (nats)"),
-              ("on_claimed_region_by_quarter", "weight on the claimed region")]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = [("injection_ratio_by_quarter", "|alpha h_pvm| / |x|"), ("entropy_by_quarter", "attention entropy (nats)")]
+    if has_regions(metrics):  # claims with an image region (scenes, world); an images line has none
+        panels.append(("on_claimed_region_by_quarter", "weight on the claimed region"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for name, pvm in variants.items():
         for ax, (key, _) in zip(axes, panels, strict=True):
             for i, layer in enumerate(pvm["layers"]):
@@ -201,9 +224,15 @@ def pvm_gates(metrics: dict):
     for ax, (_, label) in zip(axes, panels, strict=True):
         ax.set_xticks(range(4), QUARTERS)
         ax.set_title(label, fontsize=9)
-    axes[2].legend(fontsize=6)
+    axes[-1].legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def has_regions(metrics: dict) -> bool:
+    """Whether any claim named an image region PVM's weight on it was measured for (an images line has none)."""
+    return any(v is not None for m in metrics["variants"].values() if "pvm" in m
+               for row in m["pvm"]["on_claimed_region_by_quarter"] for v in row)
 
 
 def retrieval_overlay(image, cells: list, maps: dict[str, list], boxes: list, title: str):
@@ -216,7 +245,7 @@ def retrieval_overlay(image, cells: list, maps: dict[str, list], boxes: list, ti
     for x0, y0, x1, y1 in boxes:
         axes[0].add_patch(plt.Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="white",
                                         lw=2))
-    axes[0].set_title("image (claimed region outlined)", fontsize=8)
+    axes[0].set_title("image (claimed region outlined)" if boxes else "image (the claim names no region)", fontsize=8)
     for ax, (name, weights) in zip(axes[1:], maps.items(), strict=True):
         grid = _raster(cells, _values(weights))
         top = max(float(np.nanmax(grid)) if np.isfinite(grid).any() else 0.0, 1e-9)  # all zero stays black
@@ -240,17 +269,15 @@ def _raster(cells: list, weights: np.ndarray, side: int = 64) -> np.ndarray:
     return grid
 
 
-ARMS = ("vcd", "pai", "memvr")
-
-
-def remedies(metrics: dict):
-    """PVM against the training-free remedies: the primary metric by quarter (left) and the backbone's image
-    share of attention by quarter, mean over layers (right), for the baseline, each adapter and each remedy."""
-    chosen = {n: m for n, m in metrics["variants"].items() if m["kind"] in ("baseline", "adapter", *ARMS)}
+def remedies(metrics: dict, names: list[str]):
+    """PVM against the training-free remedies (`names`: their kinds): the primary metric by quarter (left) and
+    the backbone's image share of attention by quarter, mean over layers (right), for the baseline, each
+    adapter and each remedy."""
+    chosen = {n: m for n, m in metrics["variants"].items() if m["kind"] in ("baseline", "adapter", *names)}
     styles = variant_styles(list(chosen))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
     for name, m in chosen.items():
-        style = {"color": styles[name]["color"], "ls": "--" if m["kind"] in ARMS else "-", "marker": "o", "lw": 1.2}
+        style = {"color": styles[name]["color"], "ls": "--" if m["kind"] in names else "-", "marker": "o", "lw": 1.2}
         left.plot(range(4), 100 * _values(m["primary_by_quarter"]), label=name, **style)
         if "mass_by_quarter" in m:
             right.plot(range(4), np.nanmean(np.array([_values(r) for r in m["mass_by_quarter"]]), 0), **style)
@@ -264,18 +291,26 @@ def remedies(metrics: dict):
     return fig
 
 
-def training_curves(logs: dict[str, list[dict]], key: str = "loss"):
-    """logs: adapter name -> Trainer `log_history`."""
+def training_curves(logs: dict[str, list[dict]]):
+    """logs: adapter name -> Trainer `log_history`. Stage I (SFT) loss on a log axis; Stage II (GRPO, a log
+    with rewards) loss on a linear axis (it is near 0 and may be negative) and its mean reward per log step."""
     styles = variant_styles(list(logs))
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for name, history in logs.items():
-        points = [(e["step"], e[key]) for e in history if key in e and "step" in e]
-        if points:
-            ax.plot(*zip(*points, strict=True), color=styles[name]["color"], label=name, lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel(key)
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    stage2 = {n for n, history in logs.items() if any("reward" in e for e in history)}
+    panels = [p for p in (("Stage I loss", [n for n in logs if n not in stage2], "loss", "log"),
+                          ("Stage II loss", [n for n in logs if n in stage2], "loss", "linear"),
+                          ("Stage II reward", [n for n in logs if n in stage2], "reward", "linear")) if p[1]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.2), squeeze=False)
+    for ax, (title, names, key, scale) in zip(axes[0], panels, strict=True):
+        for name in names:
+            points = [(e["step"], e[key]) for e in logs[name] if key in e and "step" in e]
+            if points:
+                ax.plot(*zip(*points, strict=True), color=styles[name]["color"], label=name, lw=1,
+                        marker="." if len(points) <= 50 else None)  # a short log's points stay visible
+        ax.set_yscale(scale)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -20,7 +20,7 @@ SEGMENTS = ("image", "prompt", "generated", "first")
 IMAGE, PROMPT, GENERATED, FIRST, PAD = 0, 1, 2, 3, -1
 
 
-class Probe:
+class HookProbe:
     """Base class: subclasses implement `_install()` (calling `self._hook(...)`) and `_finish()`."""
 
     def __init__(self, model: nn.Module):
@@ -76,14 +76,15 @@ class RequestTracker:
     each row's answer ended.
 
     `segment` [B, S] (int8) labels every key in the KV cache: IMAGE / PROMPT / GENERATED / FIRST
-    (first attended token, the attention sink) / PAD. `onehot(S)` gives its first S columns as float32
+    (first attended token, the attention sink) / PAD. IMAGE marks the prompt's image placeholders only: one the
+    model generates is GENERATED (as `image_key_weights` has it: not a patch). `onehot(S)` gives its first S columns as float32
     one-hot rows [B, S, 4] (zero rows at padding). `step` counts forwards within the request (0 = prefill).
     `lengths()` [B]: rows (forwards) that belong to each answer: up to and including the forward that
     produced its first stop token (`stop_token_ids` of the model's generation config); the steps `generate`
     keeps running for a finished row while others go on are padding, not answer.
     """
 
-    def __init__(self, probe: Probe, on_new_request=None):
+    def __init__(self, probe: HookProbe, on_new_request=None):
         self.model, self.on_new_request = probe.model, on_new_request
         self.segment: torch.Tensor | None = None  # [B, S]
         self.prompt_length = 0
@@ -112,8 +113,8 @@ class RequestTracker:
         self._ended = torch.full((len(seg),), -1)
 
     def _extend(self, start) -> None:
+        # a generated image placeholder is text the model wrote, not a patch: image keys are the prompt's only
         seg = torch.full(start.visual.shape, GENERATED, dtype=torch.int8, device=start.visual.device)  # [B, n]
-        seg[start.visual] = IMAGE
         seg[~start.real] = PAD
         self.segment = torch.cat([self.segment, seg], dim=1)
         self.step += 1

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ..backbones import attention_window, check_layers, decoder_layers, get_module
-from ..interventions.key_bias import key_logit_bias
-from ._base import IMAGE, SEGMENTS, Probe, RequestTracker, nanmean, valid_rows
+from ..key_bias import key_logit_bias
+from ._base import IMAGE, SEGMENTS, HookProbe, RequestTracker, nanmean, valid_rows
 from ._io import ResultIO
 from ._rotary import rotated
 
@@ -77,8 +77,8 @@ def segment_shares(q: torch.Tensor, keys: torch.Tensor, onehot: torch.Tensor, le
 
     q [B, H, k, hd] (k queries); keys [B, Hkv, S, hd]; onehot [B, S, G] (zero rows = masked keys);
     lengths [k]: query j sees keys [0, lengths[j]) (its cache length at that step), or only the last
-    `window` of them for a base with an attention window. key_bias: an intervention's key-logit bias
-    (`pvm_probe.interventions.key_bias`), added to the scores (e.g. PAI's boost of image keys).
+    `window` of them for a base with an attention window. key_bias: a remedy's key-logit bias
+    (`pvm_probe.key_bias`), added to the scores (e.g. PAI's boost of image keys).
     Returns shares [B, H, k, G] and log normaliser [B, H, k].
     """
     B, H, k, hd = q.shape
@@ -133,10 +133,10 @@ class _Pending:
     cos: list = field(default_factory=list)  # per step [..., B, 1, hd]
     sin: list = field(default_factory=list)
     lengths: list = field(default_factory=list)  # per step: keys visible to the query
-    key_bias: object = None  # an intervention's key-logit bias of the latest step (None: plain softmax)
+    key_bias: object = None  # a remedy's key-logit bias of the latest step (None: plain softmax)
 
 
-class VisualAttentionMass(Probe):
+class VisualAttentionMass(HookProbe):
     """Context manager recording the attention-mass split of every layer during `generate`.
 
     layers: decoder layers to record (all by default). During decoding a layer's queries are

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..backbones import attention_window, decoder_layers, get_module
-from ._base import IMAGE, Probe, RequestTracker
+from ._base import IMAGE, HookProbe, RequestTracker
 from ._io import ResultIO
 from ._rotary import rotated
 from .attention_mass import segment_shares
@@ -37,7 +37,7 @@ class RetrievalResult(ResultIO):
         return np.argsort(-self.weights, axis=-1)[..., :k]
 
 
-class PVMRetrieval(Probe):
+class PVMRetrieval(HookProbe):
     def __init__(self, handle):
         super().__init__(handle.model)
         self.handle = handle
@@ -96,7 +96,7 @@ def pvm_log_normaliser(block, x: torch.Tensor, kv) -> torch.Tensor:
     return scores.masked_fill(~kv.key_mask[:, None], float("-inf")).logsumexp(-1)
 
 
-class HorizonCheck(Probe):
+class HorizonCheck(HookProbe):
     """Freeze layer `layer`'s query at the request's first forward; re-score it at every step."""
 
     def __init__(self, handle, layer: int):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..backbones import check_layers, decoder_layers, get_module
-from ._base import Probe, RequestTracker, last_hidden, valid_rows
+from ._base import HookProbe, RequestTracker, last_hidden, valid_rows
 from ._io import ResultIO
 
 
@@ -65,7 +65,7 @@ def lens_metrics(layer_logits: torch.Tensor, final_logits: torch.Tensor) -> dict
     return {"kl": kl, "rank": rank, "prob": chosen[..., 0].exp(), "top1": layer_lp.argmax(-1), "token": token}
 
 
-class LogitLens(Probe):
+class LogitLens(HookProbe):
     """Context manager: logit lens of every (or the chosen) decoder layer during `generate`.
 
     lens: a `TunedLens` of this model's base (or anything with `check(model)` and

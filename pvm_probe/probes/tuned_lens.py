@@ -43,7 +43,7 @@ from ..backbones import decoder_layers, get_module, hook_sites, stop_token_ids, 
 from ..checkpoints import base_fingerprint, check_fingerprint
 from ..errors import AdapterError, AdapterMismatchError, InputError
 from ..io import atomic_write, atomic_write_json
-from ._base import Probe, last_hidden
+from ._base import HookProbe, last_hidden
 
 CONFIG_FILE = "lens_config.json"
 WEIGHTS_FILE = "lens.safetensors"
@@ -87,7 +87,7 @@ class LensData:
         return cls(torch.cat([p.hidden for p in parts], 1), torch.cat([p.final for p in parts], 0))
 
 
-class _Recorder(Probe):
+class _Recorder(HookProbe):
     """Keeps every layer's output and the LM head's input at each forward's last position."""
 
     def __init__(self, model: nn.Module):

@@ -3,7 +3,8 @@
 A few lines of the Chrome DevTools protocol over a websocket (`websocket-client`): load the page, collect
 JavaScript exceptions and console errors, check that every figure decoded and every explorer canvas was
 drawn, click a token of the explorer and check the heat map changed, read the headline table back from the
-page and compare it with metrics.json, and save a screenshot beside the report.
+page and compare it with metrics.json, report the page's warnings (e.g. no claim parsed) as problems, and
+save a screenshot beside the report.
 
     python -m pvm_probe.report.browser out/report/report.html      (make report-check)
 """
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .page import headline_cells
 
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--remote-debugging-port=0", "--window-size=1200,900"]
@@ -36,7 +39,8 @@ class Browser:
         self.process = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={self.profile.name}", "about:blank"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port = self._port(Path(self.profile.name) / "DevToolsActivePort", timeout)
-        self.socket = websocket.create_connection(self._page_socket(port), timeout=timeout)
+        # no Origin header: chromium >= 111 refuses a DevTools websocket from an origin it was not told to allow
+        self.socket = websocket.create_connection(self._page_socket(port), timeout=timeout, suppress_origin=True)
         self.next_id, self.events = 0, []
         for domain in ("Page", "Runtime", "Log"):
             self.call(f"{domain}.enable")
@@ -136,6 +140,7 @@ _CANVASES = """Array.from(document.querySelectorAll('canvas')).map(c => {
 _HEADLINE = """Object.fromEntries(Array.from(document.querySelectorAll('#headline tr[data-variant]')).map(r =>
   [r.dataset.variant, Object.fromEntries(Array.from(r.querySelectorAll('td[data-key]')).map(
     c => [c.dataset.key, c.textContent]))]))"""
+_WARNINGS = "Array.from(document.querySelectorAll('#warnings li')).map(li => li.textContent)"
 _CLICK = """(() => {
   const before = document.getElementById('ex-backbone').toDataURL();
   const spans = Array.from(document.querySelectorAll('#ex-tokens span'));
@@ -158,9 +163,14 @@ _SHOW_PVM = """(() => {  // the first answer with PVM maps, at its last correct 
 
 def headline_text(metrics: dict) -> dict:
     """What the headline table must show for metrics.json (the page's own formatting rules)."""
-    from .page import headline_cells
-
     return {variant: dict(headline_cells(row)) for variant, row in metrics["headline"]["variants"].items()}
+
+
+def warning_problems(expected: list[str], shown: list[str]) -> list[str]:
+    """A warning on the page (e.g. no claim parsed) is a problem a reader meets; one that metrics.json holds
+    and the page does not show is a problem too."""
+    return ([f"the page warns: {w}" for w in shown]
+            + [f"metrics.json warns, the page does not: {w}" for w in expected if w not in shown])
 
 
 def check_report(page: Path, screenshot: Path | None = None, explorer: Path | None = None) -> list[str]:
@@ -180,6 +190,7 @@ def check_report(page: Path, screenshot: Path | None = None, explorer: Path | No
         shown = browser.evaluate(_HEADLINE)
         if shown != headline_text(metrics):
             problems.append(f"headline differs from metrics.json: page {shown}, metrics {headline_text(metrics)}")
+        problems += warning_problems(metrics.get("warnings", []), browser.evaluate(_WARNINGS))
         problems += browser.errors()
         if explorer and browser.evaluate("!!document.getElementById('ex-tokens')"):
             browser.evaluate(_SHOW_PVM)

@@ -15,40 +15,32 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from ..checkpoints import read_adapter_meta
 from ..errors import InputError
 from ..io import atomic_write, atomic_write_json, atomic_write_text, swap_in, unwritable
 from ..records import RECORDS, RUN, read_records
-from ..suites import SUITES
+from ..registry import SUITES
+from .benchmarks import BENCHMARK_FILE
 from .figures import report_figures
 from .metrics import build_metrics
 from .page import page
 
 
-def _adapter_files(run: dict) -> tuple[dict, dict]:
-    """variant -> adapter meta, and adapter -> training log, for the adapters still on disk."""
-    metas, logs = {}, {}
-    for name, spec in run["variants"].items():
-        path = spec.get("adapter")
-        if not path or not Path(path).is_dir():
-            continue
-        metas[name] = read_adapter_meta(path, check_weights=False)
-        log = Path(path) / "train_log.json"
-        if spec.get("control") is None and log.is_file():
-            logs[name] = json.loads(log.read_text())
-    return metas, logs
-
-
 def metrics_of(directory) -> tuple[dict, list[dict], dict]:
-    """(metrics, records, training logs) of a run directory (its run.json and records.jsonl)."""
+    """(metrics, records, training curves) of a run directory, from its run.json and records.jsonl alone (the
+    adapters' folders are not read again: run.json keeps what the report needs of them)."""
     directory = Path(directory)
     run = json.loads((directory / RUN).read_text())
     records = read_records(directory / RECORDS)
     if not records:
         raise InputError(f"{directory / RECORDS} holds no records: nothing to report")
-    suite = SUITES[run["suite"]["suite"]]
-    metas, logs = _adapter_files(run)
-    return build_metrics(run, records, list(suite.claim_kinds), suite.higher_is_better, metas), records, logs
+    suite = SUITES.get(run["suite"]["suite"])
+    benchmark = directory / BENCHMARK_FILE
+    curves = {name: spec["about"]["curves"] for name, spec in run["variants"].items()
+              if spec.get("control") is None and (spec.get("about") or {}).get("curves")}
+    metrics = build_metrics(run, records, list(suite.claim_kinds), suite.higher_is_better)
+    if benchmark.is_file():  # the suite's own benchmark metrics (benchmarks.write_benchmarks)
+        metrics.update(json.loads(benchmark.read_text()))
+    return metrics, records, curves
 
 
 def build_report(directory) -> Path:
@@ -56,9 +48,9 @@ def build_report(directory) -> Path:
     directory = Path(directory)
     metrics, records, logs = metrics_of(directory)
     figures = report_figures(metrics, records, logs)
-    for name, (fig, _) in figures.items():
+    for figure in figures:
         for ext in ("png", "svg"):
-            atomic_write(directory / f"{name}.{ext}", lambda tmp, fig=fig, ext=ext: fig.savefig(
+            atomic_write(directory / f"{figure.name}.{ext}", lambda tmp, fig=figure.figure, ext=ext: fig.savefig(
                 tmp, format=ext, dpi=110, bbox_inches="tight"))
     atomic_write_json(directory / "metrics.json", metrics)
     path = atomic_write_text(directory / "report.html", page(metrics, figures, records))

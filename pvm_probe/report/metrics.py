@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..probes import dilution_report
-from ..probes._base import nanmean
-from ..records import rounded
+from ..errors import InputError
+from ..records import mean_of
+from ..registry import PROBES
 
-# Accuracy against visual mass: bins of the claim token's image share (mean over layers).
-MASS_BINS = [0.0, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0 + 1e-9]
 SCHEMA_VERSION = 2
 
 
@@ -24,7 +22,7 @@ def primary_name(suite: dict, higher_is_better: bool) -> str:
 
 
 def variant_metrics(records: list[dict], kinds: list[str], higher_is_better: bool) -> dict:
-    """One variant's records -> its metrics (JSON-able)."""
+    """One variant's records -> its metrics (JSON-able): claims by quarter, then each probe's own keys."""
     claims = [c for r in records for c in r["claims"]]
     out = {"requests": len(records), "answer_tokens_mean": mean_of([r["n_tokens"] for r in records]),
            "stopped_share": mean_of([r["stopped"] for r in records]),
@@ -37,20 +35,14 @@ def variant_metrics(records: list[dict], kinds: list[str], higher_is_better: boo
         out["chair_i_by_quarter"], out["chair_i"] = objects["error_rate"], objects["error_overall"]
         out["chair_s"] = mean_of([any(c["kind"] == "object" and not c["correct"] for c in r["claims"])
                                 for r in records if any(c["kind"] == "object" for c in r["claims"])])
-    if records and "mass" in records[0]:
-        out.update(_mass_metrics(records, claims))
-        out["lens"] = _lens_metrics(records)
-        if "tuned_lens" in records[0]:
-            out["tuned_lens"] = _lens_metrics(records, "tuned_lens")
-    if records and "pvm" in records[0]:
-        out["pvm"] = _pvm_metrics(records, claims)
+    for name, probe in PROBES.items():
+        if records and name in records[0]:
+            section = probe.metrics(records)
+            clash = sorted(set(section) & set(out))
+            if clash:
+                raise InputError(f"probe {name!r} writes metrics key {clash[0]!r}, which another section holds")
+            out.update(section)
     return out
-
-
-def mean_of(values) -> float | None:
-    """The mean of the values that are not None (None when there are none)."""
-    values = [float(v) for v in values if v is not None]
-    return float(np.mean(values)) if values else None
 
 
 def _claims_by_quarter(claims: list[dict], kinds: list[str]) -> dict:
@@ -69,84 +61,6 @@ def _claims_by_quarter(claims: list[dict], kinds: list[str]) -> dict:
     return table
 
 
-def _stack(rows: list[list], width: int) -> np.ndarray:
-    """Ragged [R][L][n_r] lists -> [R, L, width] with NaN past each row's end."""
-    out = np.full((len(rows), len(rows[0]) if rows else 0, width), np.nan)
-    for i, row in enumerate(rows):
-        array = np.asarray(row, dtype=float)  # [L, n]
-        out[i, :, : array.shape[1] if array.ndim == 2 else 0] = array if array.ndim == 2 else np.nan
-    return out
-
-
-def mass_curve(records: list[dict]) -> np.ndarray:
-    """[L, T] image share per layer and generated position, mean over the requests whose answer reaches t."""
-    width = max((r["n_tokens"] for r in records), default=0)
-    return nanmean(_stack([r["mass"]["image"] for r in records], width), 0)
-
-
-def _mass_metrics(records: list[dict], claims: list[dict]) -> dict:
-    curve = mass_curve(records)  # [L, T]
-    layers = records[0]["mass"]["layers"]
-    fit = dilution_report(curve, layers) if curve.shape[1] >= 4 else None
-    with_mass = [c for c in claims if c.get("mass") is not None]
-    by_quarter = [[mean_of([c["mass"][i] for c in with_mass if c["quarter"] == q]) for q in range(4)]
-                  for i in range(len(layers))]
-    split = {s: rounded(nanmean(np.array([r["mass"]["split"][s] for r in records], dtype=float), 0))
-             for s in records[0]["mass"]["split"]}
-    quarters = np.stack([nanmean(part, 1) for part in np.array_split(curve, 4, axis=1)], 1)  # [L, 4]
-    out = {"layers": layers, "mass_by_layer": rounded(curve), "mass_profile": rounded(nanmean(curve, 1)),
-           "mass_by_quarter": rounded(quarters),
-           "mass_split": split, "claim_mass_by_quarter": by_quarter,
-           "accuracy_vs_mass": _accuracy_vs_mass(with_mass)}
-    if fit is not None:
-        out["dilution"] = {"a": rounded(fit.params[:, 0], 6), "b": rounded(fit.params[:, 1], 4),
-                           "c": rounded(fit.params[:, 2], 6), "rmse": rounded(fit.rmse, 6),
-                           "break_t": [int(t) for t in fit.break_t], "plateau": rounded(fit.plateau, 6)}
-    return out
-
-
-def _accuracy_vs_mass(claims: list[dict]) -> dict:
-    """Claims binned by their token's image share (mean over layers): count and share correct per bin."""
-    mass = np.array([np.nanmean(np.asarray(c["mass"], dtype=float)) for c in claims])
-    which = np.digitize(mass, MASS_BINS[1:-1]) if len(mass) else np.array([], dtype=int)
-    correct = np.array([c["correct"] for c in claims], dtype=float)
-    n = [int((which == k).sum()) for k in range(len(MASS_BINS) - 1)]
-    rate = [float(correct[which == k].mean()) if m else None for k, m in enumerate(n)]
-    return {"bins": MASS_BINS[:-1] + [1.0], "n": n, "correct_rate": rate}
-
-
-def _lens_metrics(records: list[dict], key: str = "lens") -> dict:
-    """Convergence layer (first layer from which the lens's top-1 stays the model's; -1, never, left out)
-    overall and by quarter of each answer, and KL(final || layer) by layer and quarter."""
-    convergence = [v for r in records for v in r[key]["convergence"] if v >= 0]
-    by_quarter = [mean_of(v for r in records for v in np.array_split(np.asarray(r[key]["convergence"]), 4)[q]
-                        if v >= 0) for q in range(4)]
-    return {"layers": records[0][key]["layers"],
-            "convergence_layer_mean": mean_of(convergence), "convergence_by_quarter": by_quarter,
-            "kl_by_layer": rounded(nanmean(np.array([r[key]["kl"] for r in records], dtype=float), 0), 4),
-            "kl_by_quarter": rounded(nanmean(np.array([r[key]["kl_by_quarter"] for r in records],
-                                                       dtype=float), 0), 4)}
-
-
-def _pvm_metrics(records: list[dict], claims: list[dict]) -> dict:
-    layers = records[0]["pvm"]["layers"]
-    out = {"layers": layers, "alpha": records[0]["pvm"]["alpha"]}
-    for name in ("injection_ratio", "entropy"):
-        out[f"{name}_by_quarter"] = [[mean_of(_quarter_values(r["pvm"][name][i], q) for r in records)
-                                      for q in range(4)] for i in range(len(layers))]
-    on_boxes = [c for c in claims if c.get("pvm_on_boxes") is not None]
-    out["on_claimed_region_by_quarter"] = [[mean_of([c["pvm_on_boxes"][i] for c in on_boxes if c["quarter"] == q])
-                                            for q in range(4)] for i in range(len(layers))]
-    out["claimed_region_chance"] = mean_of([c["box_share"] for c in on_boxes])
-    return out
-
-
-def _quarter_values(values: list, q: int) -> float | None:
-    """Mean of one quarter of a per-token list (None where empty)."""
-    part = np.array_split(np.asarray(values, dtype=float), 4)[q]
-    return float(np.nanmean(part)) if len(part) and not np.isnan(part).all() else None
-
-
 PAPER = [  # the paper's reported numbers (Qwen3-VL), for side-by-side reading only
     ("average accuracy gain over 8 benchmarks, 8B", "+4.8 points", None),
     ("average accuracy gain over 8 benchmarks, 4B", "+4.4 points", None),
@@ -158,11 +72,10 @@ PAPER = [  # the paper's reported numbers (Qwen3-VL), for side-by-side reading o
 ]
 
 
-def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_better: bool,
-                  adapters: dict | None = None) -> dict:
-    """metrics.json (schema 2) from a run's description and records; `adapters`: variant -> adapter meta."""
+def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_better: bool) -> dict:
+    """metrics.json (schema 2) from a run's description (run.json) and records: nothing else is read."""
     metrics = {"schema_version": SCHEMA_VERSION, "suite": run["suite"]["suite"], "base": run["base"],
-               "architecture": run["architecture"], "setting": {**run["suite"], **run["generation"]},
+               "architecture": run["architecture"], "setting": setting_of(run),
                "metric": {"name": primary_name(run["suite"], higher_is_better), "higher_is_better": higher_is_better,
                           "kinds": list(kinds)},
                "variants": {}}
@@ -170,18 +83,42 @@ def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_be
         mine = [r for r in records if r["variant"] == name]
         if not mine:
             continue
-        meta = (adapters or {}).get(name)
-        extra = {"num_parameters": meta["num_parameters"], "block": meta["pvm"]["block"],
-                 "visual_source": meta["pvm"]["visual_source"]} if meta else {}
+        about = spec.get("about") or {}
+        extra = {k: about[k] for k in ("num_parameters", "block", "visual_source") if k in about}
         metrics["variants"][name] = {"kind": _kind(spec), **extra, **variant_metrics(mine, kinds, higher_is_better)}
     metrics["image_leaves_window_at"] = _window_exit(metrics)
     metrics["headline"] = headline(metrics)
     metrics["paper"] = [{"what": w, "paper": v} for w, v, _ in PAPER]
+    metrics["warnings"] = warnings_of(metrics)
     return metrics
 
 
+def warnings_of(metrics: dict) -> list[str]:
+    """What a reader must know before the numbers: the variants in which no claim was parsed (their headline
+    is all "-" and their claim panels are empty)."""
+    empty = [n for n, m in metrics["variants"].items() if not sum(m["claims_by_quarter"]["all"]["n"])]
+    if not empty:
+        return []
+    hint = ("; lines without \"objects\" are not scored: give each line the objects truly present"
+            if metrics["suite"] == "images" else "")
+    if len(empty) < len(metrics["variants"]):
+        return [f"no claim was parsed in the answers of {', '.join(empty)}: their headline rows and claim panels "
+                f"are empty{hint}"]
+    return [f"no claim was parsed in any answer: the headline and the claim panels are empty, and nothing here "
+            f"tells right from wrong; the {metrics['suite']} suite found nothing to score in the answers "
+            f"(read a few in records.jsonl){hint}"]
+
+
+def setting_of(run: dict) -> dict:
+    """The suite's settings and the generation's; the answer budget is the suite's, capped by the runner's
+    (a run without a cap keeps the suite's budget rather than None)."""
+    suite, generation = run["suite"], run["generation"]
+    budgets = [b for b in (suite.get("max_new_tokens"), generation.get("max_new_tokens")) if b is not None]
+    return {**suite, **generation, "max_new_tokens": min(budgets) if budgets else None}
+
+
 def _kind(spec: dict) -> str:
-    return spec.get("control") or spec.get("arm") or ("adapter" if spec.get("adapter") else "baseline")
+    return spec.get("control") or spec.get("remedy") or ("adapter" if spec.get("adapter") else "baseline")
 
 
 def _window_exit(metrics: dict) -> int | None:
@@ -230,6 +167,11 @@ def headline(metrics: dict) -> dict:
     return {"variants": rows, "controls": lines, "missing_controls": missing}
 
 
+def signed(points: float) -> str:
+    """Points with their sign to one decimal; a value that rounds to zero is +0.0, never -0.0."""
+    return f"{round(points, 1) + 0.0:+.1f}"
+
+
 def _points(sign: int, value, reference) -> float | None:
     return None if value is None or reference is None else round(100 * sign * (value - reference), 2)
 
@@ -247,18 +189,18 @@ def _control_lines(variants: dict, rows: dict) -> tuple[list[str], list[str]]:
         elif gain:
             removed = 100 * (gain - (swapped.get("gain_q4") or 0)) / gain
             lines.append(f"{name}: the swapped image removes {removed:.0f} % of its last-quarter gain "
-                         f"({gain:+.1f} -> {swapped.get('gain_q4') or 0:+.1f} points)")
+                         f"({signed(gain)} -> {signed(swapped.get('gain_q4') or 0)} points)")
         else:
             lines.append(f"{name}: no last-quarter gain to explain (gain {gain} points)")
         off = rows.get(f"{name} | gates off")
         if off is None:
             missing.append(f"gates off for {name}")
         else:
-            lines.append(f"{name}, gates off: {off.get('gain_overall') or 0:+.1f} points against the baseline "
+            lines.append(f"{name}, gates off: {signed(off.get('gain_overall') or 0)} points against the baseline "
                          "(must be 0: alpha = 0 is the backbone)")
     mlp = [n for n in adapters if variants[n].get("block") == "mlp"]
     for name in mlp:
-        lines.append(f"the MLP control {name} (same size, no image) gains {rows[name].get('gain_q4') or 0:+.1f} "
+        lines.append(f"the MLP control {name} (same size, no image) gains {signed(rows[name].get('gain_q4') or 0)} "
                      f"points in the last quarter")
     if memory and not mlp:
         missing.append("an iso-parameter MLP control adapter (train-pvm --block mlp)")

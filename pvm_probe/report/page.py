@@ -10,7 +10,9 @@ import base64
 import html
 import io
 
+from .benchmarks import benchmarks_html
 from .explorer import explorer_html
+from .metrics import signed
 
 WORLD_NOTE = (
     "The embedded default's text decoder attends only to its last {window} tokens (a sliding attention window, "
@@ -36,7 +38,7 @@ figure{margin:4px} figcaption{font-size:0.85em;color:#444}"""
 def _pct(value, points: bool = False) -> str:
     if value is None:
         return "-"
-    return f"{value:+.1f}" if points else f"{100 * value:.1f}"
+    return signed(value) if points else f"{100 * value + 0.0:.1f}"
 
 
 def headline_cells(row: dict) -> list[tuple[str, str]]:
@@ -63,38 +65,25 @@ def headline_html(metrics: dict) -> str:
 <ul>{lines}</ul>{missing}</div>"""
 
 
+def warnings_html(metrics: dict) -> str:
+    """The report's warnings (metrics.json `warnings`), above the headline."""
+    if not metrics.get("warnings"):
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in metrics["warnings"])
+    return f'<div class="note" id="warnings"><b>Warning</b><ul>{items}</ul></div>'
+
+
 def _png_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-TITLES = {"claims_by_quarter": "Claims by quarter of the answer", "mass_vs_position": "Visual attention mass vs position",
-          "claim_mass_by_quarter": "Image share at the claim-writing queries",
-          "accuracy_vs_mass": "Accuracy against visual mass, claim by claim", "logit_lens": "LogitLens and tuned lens",
-          "pvm_gates": "PVM gates and retrieval", "retrieval_overlay": "Where PVM looks",
-          "remedies": "PVM vs training-free remedies",
-          "training_curves": "Training curves"}
-
-
-def _figure_sections(figures: dict, extras: dict) -> str:
+def _figure_sections(figures: list) -> str:
     return "".join(
-        f'<section class="figure" id="fig-{name}"><h2>{html.escape(TITLES.get(name, name))}</h2>'
-        f'<img alt="{name}" src="{_png_uri(fig)}"><p class="caption">{html.escape(caption)}</p>'
-        f'{extras.get(name, "")}</section>' for name, (fig, caption) in figures.items())
-
-
-def lens_table(metrics: dict) -> str:
-    """The mean convergence layer of every variant under the LogitLens and the tuned lens."""
-    def cell(m, lens):
-        value = m.get(lens, {}).get("convergence_layer_mean")
-        return "-" if value is None else f"{value:.2f}"
-
-    rows = "".join(f"<tr><td>{html.escape(n)}</td><td class='num'>{cell(m, 'lens')}</td>"
-                   f"<td class='num'>{cell(m, 'tuned_lens')}</td></tr>"
-                   for n, m in metrics["variants"].items() if "lens" in m)
-    return ("<table><tr><th>variant</th><th>convergence layer, LogitLens</th><th>tuned lens</th></tr>"
-            f"{rows}</table>") if rows else ""
+        f'<section class="figure" id="fig-{f.name}"><h2>{html.escape(f.title)}</h2>'
+        f'<img alt="{f.name}" src="{_png_uri(f.figure)}"><p class="caption">{html.escape(f.caption)}</p>'
+        f'{f.extra_html}</section>' for f in figures)
 
 
 def _paper_table(metrics: dict) -> str:
@@ -118,22 +107,45 @@ def _ours(metrics: dict) -> dict:
                  for a, b in zip(variants[name]["primary_by_quarter"], base, strict=True)]
         out["MathVerse gain by answer-length quarter, 8B"] = f"{name}: {' / '.join(gains)} points"
         out["PVM parameters, 8B (layers 8, 16, 24)"] = f"{name}: {variants[name].get('num_parameters', 0):,}"
-        row = [variants["baseline"]["primary"], variants[mlp[0]]["primary"] if mlp else None, variants[name]["primary"]]
+        row = [_accuracy(variants["baseline"]), _accuracy(variants[mlp[0]]) if mlp else None,
+               _accuracy(variants[name])]
         out["controls, 8B average accuracy: baseline / iso-parameter MLP / PVM"] = (
-            f"{metrics['metric']['name']}: " + " / ".join(_pct(v) for v in row))
+            "claims correct (%): " + " / ".join(_pct(v) for v in row))
     return out
 
 
-def page(metrics: dict, figures: dict, records: list[dict]) -> str:
+def _setting(value) -> str:
+    """One setting for the page header: a nested one (the tuned lens's training) as `(key value, ...)`,
+    numbers to 4 significant digits."""
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in value.items()) + ")"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _accuracy(variant: dict) -> float | None:
+    """A variant's share of claims correct, an accuracy whatever the suite's primary metric (the paper's rows
+    are accuracies; an error rate beside them would read as the opposite)."""
+    return variant["claims_by_quarter"]["all"]["correct_overall"]
+
+
+def _benchmarks(metrics: dict) -> str:
+    """The suite's own benchmark metrics per variant, with the published rows of the same protocol."""
+    if not metrics.get("benchmark"):
+        return ""
+    return benchmarks_html(metrics["suite"], metrics["benchmark"], metrics.get("published", []))
+
+
+def page(metrics: dict, figures: list, records: list[dict]) -> str:
     setting = metrics["setting"]
     note = (f'<p class="note">{html.escape(WORLD_NOTE.format(window=setting.get("attention_window")))}</p>'
             if metrics["suite"] == "world" and setting.get("attention_window") else "")
-    described = ", ".join(f"{k} {v}" for k, v in setting.items() if k not in ("suite", "prompt") and v is not None)
+    described = ", ".join(f"{k} {_setting(v)}" for k, v in setting.items()
+                          if k not in ("suite", "prompt") and v is not None)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>pvm_probe dilution report</title>
 <style>{STYLE}</style></head><body>
 <h1>Visual signal dilution report</h1>
 <p>Base: {html.escape(metrics['base'])} ({html.escape(metrics['architecture'])}); suite
 <b>{html.escape(metrics['suite'])}</b>: {html.escape(described)}.</p>
-{note}{headline_html(metrics)}{_figure_sections(figures, {"logit_lens": lens_table(metrics)})}
+{note}{warnings_html(metrics)}{headline_html(metrics)}{_benchmarks(metrics)}{_figure_sections(figures)}
 {explorer_html(records)}{_paper_table(metrics)}
 </body></html>"""

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
+from PIL import Image
+
 from ..errors import InputError
 
 
@@ -87,6 +89,7 @@ class Suite:
     claim_kinds: tuple[str, ...] = ()
     higher_is_better: bool = True  # world: claims correct; scenes/images: error rates (lower is better)
     words: dict = {}  # how the report words things: {"metric": ..., "claims": ...}
+    options: tuple[str, ...] = ()  # the settings (specs.SuiteSpec fields) the constructor takes, by keyword
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -113,6 +116,11 @@ class Suite:
         """JSON-able description of what was asked (records, metrics.json's `setting`)."""
         raise NotImplementedError
 
+    @classmethod
+    def from_settings(cls, settings: dict):
+        """The suite again from its `settings()` (as run.json keeps them): its options that are there."""
+        return cls(**{k: settings[k] for k in cls.options if k in settings})
+
     def check_processor(self, processor) -> None:
         """Raise InputError if this suite cannot run with the base's processor (called before the weights load)."""
 
@@ -131,3 +139,12 @@ def check_int(name: str, value, low: int, high: int | None = None) -> None:
 def quarter_of(position: int, length: int) -> int:
     """0..3: the quarter of a sequence of `length` items that `position` falls in."""
     return min(3, 4 * position // max(length, 1))
+
+
+def open_rgb(path) -> Image.Image:
+    """An image file as RGB; a one-line InputError naming the file when it cannot be read."""
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except OSError as err:
+        raise InputError(f"cannot read image {path}: {err}") from None

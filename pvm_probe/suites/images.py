@@ -6,64 +6,44 @@ One request per line:
 
 `image` (one path) or `images` (a list) is relative to the JSONL file; `prompt` is the user turn; `objects`
 (optional) names the objects truly present, and `id` (optional) names the request. Answers are scored
-CHAIR-style where `objects` is given: every mention of an object noun (the 80 COCO categories and their
-common synonyms, plus the line's own objects) is an object claim, correct when that object is present,
-a hallucination when not; a noun after a negation ("no dogs") makes no claim. Lines without `objects`
-give the probes only. The file is checked whole (line numbers in the errors, missing images by path)
-before any model loads; requests are read back one at a time, so memory does not grow with the file.
+with CHAIR's own parser where `objects` is given (`pvm_probe.benchmarks.chair`, the reference variant by
+default: its synonym table, double words and lemmas): every mention of a COCO object is an object claim,
+correct when that object is present (the line's `objects` go through the same synonym table), a
+hallucination when not. A line's object names that COCO does not know ("easel") are matched literally,
+plurals included. Lines without `objects` give the probes only. The file is checked whole (line numbers
+in the errors, missing or unreadable images by path) before any model loads; requests are read back one at
+a time, so memory does not grow with the file.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from pathlib import Path
 
 from PIL import Image
 
-from ..errors import InputError
+from ..benchmarks.chair import VARIANTS, ChairParser, canonical
+from ..errors import InputError, one_line
 from .base import Answer, Claim, Request, Suite, check_int, quarter_of
-from .scenes.scoring import NEGATION_WINDOW, split_words
-from .scenes.words import NEGATIONS, plurals
-
-# COCO's 80 categories -> one-word synonyms (CHAIR-style, singular; plurals are added). A category's own
-# name counts too, two-word names ("traffic light") as a phrase.
-COCO = {
-    "person": "person man woman boy girl child kid people guy lady baby player skier surfer rider",
-    "bicycle": "bicycle bike", "car": "car automobile sedan taxi", "motorcycle": "motorcycle motorbike scooter",
-    "airplane": "airplane plane jet aircraft airliner", "bus": "bus", "train": "train locomotive",
-    "truck": "truck lorry pickup", "boat": "boat ship canoe kayak sailboat yacht", "traffic light": "",
-    "fire hydrant": "hydrant", "stop sign": "", "parking meter": "",
-    "bench": "bench", "bird": "bird pigeon seagull duck goose parrot", "cat": "cat kitten kitty",
-    "dog": "dog puppy pup", "horse": "horse pony", "sheep": "sheep lamb", "cow": "cow cattle calf bull",
-    "elephant": "elephant", "bear": "bear", "zebra": "zebra", "giraffe": "giraffe", "backpack": "backpack",
-    "umbrella": "umbrella parasol", "handbag": "handbag purse", "tie": "tie necktie", "suitcase": "suitcase luggage",
-    "frisbee": "frisbee", "skis": "ski skis", "snowboard": "snowboard", "sports ball": "ball football",
-    "kite": "kite", "baseball bat": "", "baseball glove": "glove mitt",
-    "skateboard": "skateboard", "surfboard": "surfboard", "tennis racket": "racket racquet",
-    "bottle": "bottle", "wine glass": "", "cup": "cup mug", "fork": "fork", "knife": "knife",
-    "spoon": "spoon", "bowl": "bowl", "banana": "banana", "apple": "apple", "sandwich": "sandwich burger",
-    "orange": "orange", "broccoli": "broccoli", "carrot": "carrot", "hot dog": "", "pizza": "pizza",
-    "donut": "donut doughnut", "cake": "cake cupcake", "chair": "chair stool", "couch": "couch sofa",
-    "potted plant": "houseplant plant", "bed": "bed", "dining table": "table desk",
-    "toilet": "toilet", "tv": "tv television monitor screen", "laptop": "laptop notebook computer",
-    "mouse": "mouse", "remote": "remote", "keyboard": "keyboard", "cell phone": "phone smartphone",
-    "microwave": "microwave", "oven": "oven stove", "toaster": "toaster", "sink": "sink", "refrigerator":
-    "refrigerator fridge", "book": "book novel", "clock": "clock", "vase": "vase", "scissors": "scissors",
-    "teddy bear": "teddy", "hair drier": "hairdryer", "toothbrush": "toothbrush",
-}
-_SURFACE = {(*word.split()[:-1], form): category for category, words in COCO.items()
-            for word in (category, *words.split()) for form in plurals(word.split()[-1])}
+from .scenes.scoring import split_words
+from .scenes.words import plurals
 
 
 class ImagesSuite(Suite):
     name = "images"
+    options = ("data", "max_new_tokens")
     claim_kinds = ("object",)
     higher_is_better = False
     words = {"metric": "hallucination rate", "claims": "object mentions"}
 
-    def __init__(self, data, max_new_tokens: int = 512):
+    def __init__(self, data=None, max_new_tokens: int = 512, chair: str = "reference"):
+        if data is None:
+            raise InputError("--suite images needs --data FILE.jsonl (one image + prompt per line)")
         check_int("max_new_tokens", max_new_tokens, 1)
-        self.path, self.budget = Path(data), max_new_tokens
+        if chair not in VARIANTS:
+            raise InputError(f"images suite: chair variant {chair!r}, expected one of {', '.join(VARIANTS)}")
+        self.path, self.budget, self.chair = Path(data), max_new_tokens, chair
         self._offsets = _index_lines(self.path)
 
     def __len__(self) -> int:
@@ -87,46 +67,51 @@ class ImagesSuite(Suite):
         present = request.meta["objects"]
         if present is None:
             return []
-        return object_claims(answer, {_canonical(o) for o in present}, _own_vocabulary(present))
+        return object_claims(answer, {_canonical(o) for o in present}, _own_vocabulary(present), self.chair)
 
     def settings(self) -> dict:
         return {"suite": self.name, "data": str(self.path.resolve()), "requests": len(self),
-                "max_new_tokens": self.budget}
+                "max_new_tokens": self.budget, "chair": self.chair}
 
 
-def object_claims(answer: Answer, present: set[str], extra: dict) -> list[Claim]:
-    """Every non-negated mention of a known object noun: correct when present."""
-    words, sentences, starts = split_words(answer.text)
-    vocabulary = {**_SURFACE, **extra}
-    claims, i = [], 0
+def object_claims(answer: Answer, present: set[str], extra: dict, variant: str = "reference") -> list[Claim]:
+    """Every object mention CHAIR's parser finds, plus literal mentions of the `extra` names, in answer
+    order: correct when its object is in `present`."""
+    words, _, starts = split_words(answer.text)
+    found = [(m.start, m.word, m.object) for m in ChairParser(variant).mentions(answer.text)]
+    taken = {c for start, word, _ in found for c in range(start, start + len(word))}
+    found += [(s, w, o) for s, w, o in _literal_mentions(answer.text, words, starts, extra) if s not in taken]
+    return [Claim("object", answer.token_at(start), word, category in present,
+                  quarter_of(bisect.bisect_right(starts, start) - 1, len(words)))
+            for start, word, category in sorted(found)]
+
+
+def _literal_mentions(text: str, words: list[str], starts: list[int], extra: dict) -> list[tuple[int, str, str]]:
+    """(start, text, name) of each mention of a line's own object names (one or two words, plurals)."""
+    found, i = [], 0
     while i < len(words):
-        span = next((n for n in (2, 1) if tuple(words[i:i + n]) in vocabulary), 0)
-        if not span or (span == 1 and (words[i + 1],) in vocabulary if i + 1 < len(words) else False):
-            i += 1  # not an object noun, or a modifier of the next one ("orange cat", "dog bed")
-            continue
-        category = vocabulary[tuple(words[i:i + span])]
-        before = [w for w, s in zip(words[max(0, i - NEGATION_WINDOW):i], sentences[max(0, i - NEGATION_WINDOW):i],
-                                    strict=True) if s == sentences[i]]
-        if not any(w in NEGATIONS for w in before):
-            claims.append(Claim("object", answer.token_at(starts[i]), " ".join(words[i:i + span]),
-                                category in present, quarter_of(i, len(words))))
-        i += span
-    return claims
+        span = next((n for n in (2, 1) if tuple(words[i:i + n]) in extra), 0)
+        if span:
+            end = starts[i + span - 1] + len(words[i + span - 1])
+            found.append((starts[i], text[starts[i]:end], extra[tuple(words[i:i + span])]))
+        i += span or 1
+    return found
 
 
 def _canonical(name: str) -> str:
-    words = tuple(name.lower().split())
-    return _SURFACE.get(words, " ".join(words))
+    name = " ".join(name.lower().split())
+    return canonical(name) or name
 
 
 def _own_vocabulary(objects: list[str]) -> dict:
-    """The line's own object names (and plurals) that COCO does not know, as categories of their own."""
+    """The line's own object names (and plurals) that CHAIR's table does not know, as categories of their own."""
     out = {}
     for name in objects:
-        *head, last = name.lower().split()
-        for form in plurals(last):
-            out.setdefault((*head, form), _canonical(name))
-    return {k: v for k, v in out.items() if k not in _SURFACE}
+        if canonical(" ".join(name.lower().split())) is None:
+            *head, last = name.lower().split()
+            for form in plurals(last):
+                out.setdefault((*head, form), _canonical(name))
+    return out
 
 
 def _index_lines(path: Path) -> list[tuple[int, int]]:
@@ -162,6 +147,16 @@ def _check_row(raw: bytes, path: Path, line: int) -> None:
     for image in _image_paths(row, path, line):
         if not image.is_file():
             raise InputError(f"{where}: image {image} does not exist")
+        _check_readable(image, where)
+
+
+def _check_readable(image: Path, where: str) -> None:
+    """The image's header parses and its data passes PIL's `verify` (no pixels decoded)."""
+    try:
+        with Image.open(image) as opened:
+            opened.verify()
+    except (OSError, SyntaxError, ValueError) as err:  # PIL's verify raises SyntaxError for a bad PNG chunk
+        raise InputError(f"{where}: cannot read image {image}: {one_line(err)}") from None
 
 
 def _image_paths(row: dict, path: Path, line: int) -> list[Path]:

@@ -1,7 +1,7 @@
 """`pvm-probe train-pvm`: arguments -> a `TrainJob` -> `pvm_probe.train.run.train`.
 
-Building the parser imports nothing heavy (argparse, `pvm_probe.cli_types`, and this package's dataclass
-module inside `add_arguments`). Numbers are checked by their argparse types; a flag of the other stage
+Building the parser imports nothing heavy (argparse, `pvm_probe.cli_types` and this package's dataclass module,
+whose fields are the adapter and data flags). Numbers are checked by their argparse types; a flag of the other stage
 (e.g. --reward with --stage 1) is an InputError; everything else is checked by `plan.make_plan` before any
 weights load.
 """
@@ -9,39 +9,28 @@ weights load.
 from __future__ import annotations
 
 import argparse
-import re
+import json
+from pathlib import Path
 
 from .. import cli_types as t
+from ..errors import InputError
+from ..specs import add_fields, from_fields
+from .config import (
+    REWARD_NAMES,
+    AdapterSpec,
+    DataSpec,
+    RewardSpec,
+    StageIConfig,
+    StageIIConfig,
+    TrainJob,
+    default_weight,
+)
 
 STAGE1_ONLY = ("loss_on", "max_length", "eval_split", "eval_every", "backbone_visual_dropout", "grad_accum")
 STAGE2_ONLY = ("reward", "num_generations", "max_completion_length", "temperature")
-_VISUAL_SOURCE = re.compile(r"embeddings|hidden:[0-9]+")
-FILLERS = ("count", "said")
 
 
 # ---- argparse types ---------------------------------------------------------------------------------------
-def visual_source(text: str) -> str:
-    if not _VISUAL_SOURCE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected embeddings or hidden:<layer>, got {text!r}")
-    return text
-
-
-def fillers(text: str) -> tuple[str, ...]:
-    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    bad = [k for k in kinds if k not in FILLERS]
-    if not kinds or bad:
-        raise argparse.ArgumentTypeError(f"expected filler kinds from {', '.join(FILLERS)} (e.g. said,count), "
-                                         f"got {text!r}")
-    return kinds
-
-
-def fraction(text: str) -> float:
-    value = t.finite_float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
-    return value
-
-
 def group_size(text: str) -> int:
     value = t.positive_int(text)
     if value < 2:
@@ -51,8 +40,6 @@ def group_size(text: str) -> int:
 
 def reward(text: str):
     """NAME[=WEIGHT]: a shipped reward or module:function; the weight defaults to 0.1 (format) / 0.9."""
-    from .config import REWARD_NAMES, RewardSpec, default_weight
-
     name, _, weight = text.partition("=")
     name = name.strip()
     if ":" not in name and name not in REWARD_NAMES:
@@ -63,9 +50,8 @@ def reward(text: str):
 
 # ---- the parser -------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .config import PLACEMENTS, REWARD_NAMES, SUITES
-
     parser.add_argument("--out", type=t.output_dir, required=True, help="adapter folder (written whole at the end)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an adapter already at --out")
     parser.add_argument("--stage", type=int, choices=[1, 2], default=1, help="1: SFT (default), 2: GRPO")
     model = parser.add_argument_group("model")
     model.add_argument("--base", type=t.existing_dir, help="local checkpoint directory (default: the embedded base)")
@@ -73,17 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="float32",
                        help="weights as loaded (default float32: fp32 master weights; add --bf16 for bf16 compute)")
     model.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
-    adapter = parser.add_argument_group("adapter")
-    adapter.add_argument("--init", help="start from this adapter (directory or shipped name)")
-    adapter.add_argument("--preset", help="PVM preset (qwen3-vl-8b, qwen3-vl-4b); default: scaled to the base")
-    adapter.add_argument("--layers", type=t.layer_list, help="decoder layers, e.g. 8,16,24")
-    adapter.add_argument("--placement", choices=PLACEMENTS,
-                         help="layers by the paper's strategy from the base's measured attention profile")
-    adapter.add_argument("--blocks", type=t.positive_int, default=2, help="PVM layers without --layers (default 2)")
-    adapter.add_argument("--block", choices=["pvm", "mlp"], help="mlp: the iso-parameter control without the image")
-    adapter.add_argument("--visual-source", type=visual_source, help="embeddings (default) | hidden:<layer>")
-    adapter.add_argument("--alpha-init", type=t.finite_float, help="initial gate (default 0: outputs unchanged)")
-    _data_arguments(parser, SUITES)
+    add_fields(parser, AdapterSpec, "adapter")
+    add_fields(parser, DataSpec, "data")
+    parser.add_argument("--eval-every", type=t.positive_int, help="stage 1: eval loss every N steps too (default: end)")
     _optim_arguments(parser)
     stage2 = parser.add_argument_group("stage 2 (GRPO)")
     stage2.add_argument("--reward", type=reward, action="append", metavar="NAME[=WEIGHT]",
@@ -93,23 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stage2.add_argument("--max-completion-length", type=t.positive_int,
                         help="answer budget in tokens (default: the world's longest answer, else 1024)")
     stage2.add_argument("--temperature", type=t.positive_float, help="sampling temperature (default 1)")
-
-
-def _data_arguments(parser, suites) -> None:
-    data = parser.add_argument_group("data")
-    data.add_argument("--data", type=t.existing_file, help="JSON / JSONL / parquet records (image, question, answer)")
-    data.add_argument("--suite", choices=suites,
-                      help="without --data: world (the embedded base's own, default) or scenes (Stage II)")
-    data.add_argument("--examples", type=t.positive_int, help="world / scenes examples (default: steps x batch)")
-    data.add_argument("--fillers", type=fillers, help="world filler kinds, e.g. said or said,count")
-    data.add_argument("--max-gap", type=t.non_negative_int, help="world: 0..N filler tokens per step")
-    data.add_argument("--image-size", type=t.positive_int, help="scenes: image side in pixels (default 448)")
-    data.add_argument("--loss-on", choices=["claims", "answer"], help="stage 1: world claims (world default) or answer")
-    data.add_argument("--max-length", type=t.positive_int,
-                      help="stage 1: prompt + answer tokens at most (the answer is cut, never the prompt)")
-    data.add_argument("--max-pixels", type=t.positive_int, help="pixels per image (Qwen processors; LLaVA: fixed)")
-    data.add_argument("--eval-split", type=fraction, help="stage 1: share of examples held out for an eval loss")
-    data.add_argument("--eval-every", type=t.positive_int, help="stage 1: eval loss every N steps too (default: end)")
 
 
 def _optim_arguments(parser) -> None:
@@ -132,18 +93,13 @@ def _optim_arguments(parser) -> None:
 # ---- arguments -> job -------------------------------------------------------------------------------------
 def job_from_arguments(args):
     """The TrainJob the arguments describe; a flag of the other stage is an InputError."""
-    from ..errors import InputError
-    from .config import AdapterSpec, DataSpec, StageIConfig, StageIIConfig, TrainJob
 
     other = STAGE2_ONLY if args.stage == 1 else STAGE1_ONLY
     given = [name for name in other if getattr(args, name) is not None]
     if given:
         raise InputError(f"--{given[0].replace('_', '-')} is a Stage {2 if args.stage == 1 else 1} option "
                          f"(this is --stage {args.stage})")
-    adapter = AdapterSpec(args.init, args.preset, args.layers, args.placement, args.blocks, args.block,
-                          args.visual_source, args.alpha_init)
-    data = DataSpec(args.data, args.suite, args.examples, args.fillers, args.max_gap, args.image_size,
-                    args.loss_on, args.max_length, args.max_pixels, _given(args.eval_split, 0.0))
+    adapter, data = from_fields(AdapterSpec, args), from_fields(DataSpec, args)
     common = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup,
               "seed": args.seed, "logging_steps": args.log_every}
     if args.stage == 1:
@@ -155,11 +111,8 @@ def job_from_arguments(args):
                                      rewards=tuple(args.reward or ())))
     optim.train_backbone, optim.gradient_checkpointing, optim.bf16 = (
         args.train_backbone, args.gradient_checkpointing, args.bf16)
-    return TrainJob(args.out, optim, args.base, adapter, data, args.device, args.dtype, args.attn)
-
-
-def _given(value, default):
-    return default if value is None else value
+    return TrainJob(out=args.out, optim=optim, base=args.base, adapter=adapter, data=data, device=args.device,
+                    dtype=args.dtype, attn=args.attn)
 
 
 def _set(values: dict, **more) -> dict:
@@ -171,6 +124,34 @@ def train_from_arguments(args) -> None:
     from .run import _main_process, train
     from .summary import summary
 
+    if not args.overwrite:
+        refuse_existing_adapter(Path(args.out))
     result = train(job_from_arguments(args))
     if _main_process():
         print(summary(result))
+
+
+def refuse_existing_adapter(out: Path) -> None:
+    """An InputError when `out` already holds an adapter (naming the adapters beside it that started from it
+    with --init): replacing one takes --overwrite."""
+    from ..checkpoints import CONFIG_FILE
+    from ..errors import InputError
+
+    if not (out / CONFIG_FILE).is_file():
+        return
+    here = out.resolve()
+    children = [p.name for p in sorted(here.parent.iterdir()) if p != here and _init_of(p) == here]
+    named = f" that {', '.join(children)} started from (--init)" if children else ""
+    raise InputError(f"--out {out} already holds an adapter{named}: add --overwrite to replace it")
+
+
+def _init_of(adapter: Path) -> Path | None:
+    """The resolved --init adapter recorded in an adapter's provenance, if any."""
+    from ..checkpoints import CONFIG_FILE
+
+    try:
+        init = json.loads((adapter / CONFIG_FILE).read_text())["provenance"]["init"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    init = init.get("adapter") if isinstance(init, dict) else init
+    return Path(init).resolve() if isinstance(init, str) else None

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from .. import cli_types as t
 from ..errors import InputError
+from ..names import PLACEMENTS
+from ..specs import flag
 
 FORMAT_REWARDS = ("format", "world-format")  # default weight 0.1; every other reward 0.9 (the paper's split)
 REWARD_NAMES = ("format", "exact", "numeric", "scenes", "world-format", "world-accuracy")
 FORMAT_WEIGHT, ACCURACY_WEIGHT = 0.1, 0.9
-SUITES = ("world", "scenes")
-PLACEMENTS = ("strided", "peak", "decay")
+TRAIN_SOURCES = ("world", "scenes")  # the suites that can make training examples (train/run.py)
 
 
 def default_weight(name: str) -> float:
@@ -48,14 +50,20 @@ class AdapterSpec:
     visual_source / alpha_init: as in PVMConfig (None: its default)
     """
 
-    init: str | None = None
-    preset: str | None = None
-    layers: tuple[int, ...] | None = None
-    placement: str | None = None
-    blocks: int = 2
-    block: str | None = None
-    visual_source: str | None = None
-    alpha_init: float | None = None
+    init: str | None = field(default=None, metadata=flag("start from this adapter (directory or shipped name)"))
+    preset: str | None = field(default=None, metadata=flag(
+        "PVM preset (qwen3-vl-8b, qwen3-vl-4b); default: scaled to the base"))
+    layers: tuple[int, ...] | None = field(default=None, metadata=flag(
+        "decoder layers, e.g. 8,16,24", type=t.layer_list))
+    placement: str | None = field(default=None, metadata=flag(
+        "layers by the paper's strategy from the base's measured attention profile", choices=PLACEMENTS))
+    blocks: int = field(default=2, metadata=flag("PVM layers without --layers (default 2)", type=t.positive_int))
+    block: str | None = field(default=None, metadata=flag(
+        "mlp: the iso-parameter control without the image", choices=["pvm", "mlp"]))
+    visual_source: str | None = field(default=None, metadata=flag(
+        "embeddings (default) | hidden:<layer>", type=t.visual_source))
+    alpha_init: float | None = field(default=None, metadata=flag(
+        "initial gate (default 0: outputs unchanged)", type=t.finite_float))
 
     def shape_fields(self) -> list[str]:
         """The shape fields given (those `init` excludes)."""
@@ -79,16 +87,26 @@ class DataSpec:
     eval_split:  Stage I: the share of examples held out for an eval loss
     """
 
-    path: str | None = None
-    suite: str | None = None
-    examples: int | None = None
-    fillers: tuple[str, ...] | None = None
-    max_gap: int | None = None
-    image_size: int | None = None  # None: 448
-    loss_on: str | None = None
-    max_length: int | None = None
-    max_pixels: int | None = None
-    eval_split: float = 0.0
+    path: str | None = field(default=None, metadata=flag(
+        "JSON / JSONL / parquet records (image, question, answer)", flag="--data", type=t.existing_file))
+    suite: str | None = field(default=None, metadata=flag(
+        "without --data: world (the embedded base's own, default) or scenes (Stage II)", choices=TRAIN_SOURCES))
+    examples: int | None = field(default=None, metadata=flag(
+        "world / scenes examples (default: steps x batch)", type=t.positive_int))
+    fillers: tuple[str, ...] | None = field(default=None, metadata=flag(
+        "world filler kinds, e.g. said or said,count", type=t.fillers))
+    max_gap: int | None = field(default=None, metadata=flag(
+        "world: 0..N filler tokens per step", type=t.non_negative_int))
+    image_size: int | None = field(default=None, metadata=flag(
+        "scenes: image side in pixels (default 448)", type=t.positive_int))
+    loss_on: str | None = field(default=None, metadata=flag(
+        "stage 1: world claims (world default) or answer", choices=["claims", "answer"]))
+    max_length: int | None = field(default=None, metadata=flag(
+        "stage 1: prompt + answer tokens at most (the answer is cut, never the prompt)", type=t.positive_int))
+    max_pixels: int | None = field(default=None, metadata=flag(
+        "pixels per image (Qwen processors; LLaVA: fixed)", type=t.positive_int))
+    eval_split: float = field(default=0.0, metadata=flag(
+        "stage 1: share of examples held out for an eval loss", type=t.fraction))
 
 
 @dataclass

@@ -11,6 +11,7 @@ streams (`sampling.py`), so the same seed gives the same completions, rewards an
 from __future__ import annotations
 
 import tempfile
+import warnings
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
@@ -63,7 +64,12 @@ def train_stage2(model, handle: PVMHandle, processor, prompts, rewards: list[Rew
         trainer = SeededGRPOTrainer(model=model, reward_funcs=[r.function for r in rewards], args=args,
                                     train_dataset=prompts, processing_class=processor, callbacks=[LogLastStep()])
         try:
-            trainer.train()
+            with warnings.catch_warnings():
+                # TRL 1.16 reads `model.is_gradient_checkpointing` around every generation round
+                # (trl/models/utils.py), a property transformers 5 deprecates: its warning is not about this run
+                warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                        category=FutureWarning)
+                trainer.train()
         finally:
             leave_training(model, cfg.gradient_checkpointing)
     return trainer.state.log_history

@@ -35,7 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InputError
-from .config import REWARD_NAMES, RewardSpec
+from ..suites.scenes import make_shape_scene, score_description
+from ..suites.world import PaintSpec, make_grid_scene, score_painting
+from .config import REWARD_NAMES, RewardSpec, default_weight
 
 NUMERIC_RTOL, NUMERIC_ATOL = 1e-4, 1e-9
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -116,8 +118,6 @@ def numeric_score(text: str, reference: str) -> float:
 
 def scene_claim_score(scene, text: str) -> float:
     """(distinct correct claims - wrong claims) / (3 x kinds + objects), clipped to [-1, 1]."""
-    from ..suites.scenes import score_description
-
     claims = score_description(scene, text)["claims"]
     correct = {(c["kind"], c["text"]) for c in claims if c["correct"]}
     wrong = sum(not c["correct"] for c in claims)
@@ -151,14 +151,10 @@ def _per_completion(name: str, score: Callable) -> Callable:
 
 
 def _scene_score(text: str, scene_seed: int) -> float:
-    from ..suites.scenes import make_shape_scene
-
     return scene_claim_score(make_shape_scene(scene_seed), text)
 
 
 def _world_score(key: str, text: str, scene_seed, order, gap, filler, passes) -> float:
-    from ..suites.world import PaintSpec, make_grid_scene, score_painting
-
     score = score_painting(make_grid_scene(scene_seed), PaintSpec(order, gap, filler, passes), text.split())
     if key == "accuracy":
         return score["accuracy"]
@@ -214,8 +210,6 @@ def import_reward(name: str) -> Callable:
 
 def default_rewards(source: str) -> tuple[RewardSpec, ...]:
     """data: format + exact; scenes: scenes; world: world-format + world-accuracy (weights 0.1 / 0.9)."""
-    from .config import default_weight
-
     names = {"data": ("format", "exact"), "scenes": ("scenes",), "world": ("world-format", "world-accuracy")}[source]
     return tuple(RewardSpec(name, default_weight(name)) for name in names)
 

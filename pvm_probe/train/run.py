@@ -26,9 +26,15 @@ import torch
 from ..inject import PVMHandle, attach_pvm, load_pvm
 from ..io import atomic_dir, atomic_write_json
 from ..loading import load_base
+from ..placement import measure_mass, place
+from ..suites import ScenesSuite, WorldSuite
 from .collate import SFTCollator, limit_pixels
 from .config import TrainJob
+from .grpo import train_stage2
 from .plan import Plan, eval_split_sizes, make_plan, pvm_config
+from .prompts import data_prompts, scenes_prompts, world_prompts
+from .sft import train_stage1
+from .world_data import ClaimsCollator, WorldSFTDataset, completion_budget
 
 LOG_FILE = "train_log.json"
 
@@ -97,18 +103,12 @@ def _attach(plan: Plan, model, processor) -> PVMHandle:
 
 
 def _measured_layers(strategy: str, blocks: int, model, processor, source: str) -> tuple[int, ...]:
-    from ..placement import measure_mass, place
-    from ..suites import ScenesSuite, WorldSuite
-
     suite = WorldSuite(scenes=8) if source == "world" else ScenesSuite(scenes=8, max_new_tokens=256)
     return place(strategy, measure_mass(model, processor, suite), blocks)
 
 
 # ---- the stages ---------------------------------------------------------------------------------------
 def _stage1(plan: Plan, model, processor, handle, notify) -> tuple[list[dict], dict]:
-    from .sft import train_stage1
-    from .world_data import ClaimsCollator, WorldSFTDataset
-
     job, cfg = plan.job, plan.job.optim
     if plan.source == "data":
         dataset = plan.data
@@ -135,10 +135,6 @@ def split(dataset, fraction: float, seed: int):
 
 
 def _stage2(plan: Plan, model, processor, handle) -> tuple[list[dict], dict]:
-    from .grpo import train_stage2
-    from .prompts import data_prompts, scenes_prompts, world_prompts
-    from .world_data import completion_budget
-
     job, cfg = plan.job, plan.job.optim
     n = job.data.examples or cfg.steps * cfg.batch_size * plan.processes // cfg.num_generations
     if plan.source == "data":

@@ -26,6 +26,7 @@ PROMPT = (
 
 class ScenesSuite(Suite):
     name = "scenes"
+    options = ("scenes", "seed", "image_size", "max_new_tokens")
     claim_kinds = KINDS
     higher_is_better = False
     words = {"metric": "error rate", "claims": "claims (objects, colours, counts, positions)"}

@@ -22,6 +22,7 @@ import torch
 
 from ...errors import InputError
 from ..base import Answer, Claim, Request, Suite, check_int, quarter_of
+from ..inputs import forced_inputs
 from .scenes import CELL_NAMES, EVAL_SEED_BASE, GRID, make_grid_scene, render_grid
 from .scoring import parse_claims, score_painting
 from .task import FILLERS, MAX_GAP, MAX_PASSES, N_ORDERS, PaintSpec, answer_length, answer_tokens, vocabulary
@@ -34,6 +35,7 @@ DEFAULT_LONG, DEFAULT_SHORT = 3, 0  # said units per step: 257 / 65 answer token
 
 class WorldSuite(Suite):
     name = "world"
+    options = ("scenes", "seed", "length", "filler")
     claim_kinds = ("cell",)
     higher_is_better = True
     words = {"metric": "claims correct", "claims": "claims (cell, colour, shape)"}
@@ -105,7 +107,7 @@ class WorldSuite(Suite):
 class ForcedClaims:
     """Teacher-forced reference answers of some requests: one forward scores every claim token at once.
 
-    inputs: prompt + reference answer (`runner.forced_inputs`); logits row P - 1 + t predicts answer token t.
+    inputs: prompt + reference answer (`suites.inputs.forced_inputs`); logits row P - 1 + t predicts answer token t.
     target [B, A] the answer's ids; claim [B, A] True at the colour and shape tokens; quarter [B, A] 0..3."""
 
     inputs: dict
@@ -124,7 +126,6 @@ class ForcedClaims:
 def forced_claims(suite: WorldSuite, processor, indices, device="cpu") -> ForcedClaims:
     """Reference answers of `indices` with their claim tokens: the colour and shape after each step's cell
     (not the decoys' colours and shapes, which follow from the text)."""
-    from ...runner import forced_inputs
 
     requests = [suite.request(i) for i in indices]
     answers = [answer_tokens(make_grid_scene(r.meta["scene_seed"]), suite.spec(r.index)) for r in requests]

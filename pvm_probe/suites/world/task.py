@@ -18,12 +18,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ...names import FILLERS
 from .scenes import CELL_NAMES, COLOURS, N_CELLS, SHAPES, GridScene
 
 N_ORDERS = 8
 MAX_GAP = 32
 MAX_PASSES = 2
-FILLERS = ("count", "said")
 UNIT = {"count": 1, "said": 4}      # tokens per filler unit
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, Trainer, TrainingArguments
 
 from ...backbones import attention_window
 from ...io import atomic_dir, atomic_write_json
@@ -25,7 +25,7 @@ from .model import build_model
 from .processor import build_processor
 from .task import PaintSpec, answer_length
 from .vision_pretrain import pretrain_vision
-from .window import set_attention_window
+from .window import attn_implementation_for, set_attention_window
 
 DEFAULT_GAPS = tuple(range(0, 25))       # filler units per step seen in training (count filler)
 DEFAULT_SHORT_GAPS = tuple(range(0, 5))  # curriculum warm-up
@@ -123,12 +123,14 @@ def _info(run: dict, model, t0: float, t_vision: float) -> dict:
 
 
 def _load(path):
-    from ...loading import load_base
-    model, saved = load_base(path)  # keeps the checkpoint's attention window
+    """A saved world base to train on (its attention window kept), with the current processor."""
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, config=config, attn_implementation=attn_implementation_for(config, "sdpa"), local_files_only=True)
     for p in model.model.visual.parameters():
         p.requires_grad_(False)
     processor = build_processor()                      # current vocabulary (words only ever appended)
-    old = saved.tokenizer.get_vocab()
+    old = AutoTokenizer.from_pretrained(path, local_files_only=True).get_vocab()
     assert all(processor.tokenizer.convert_tokens_to_ids(w) == i for w, i in old.items())
     if len(processor.tokenizer) > model.config.text_config.vocab_size:
         model.resize_token_embeddings(len(processor.tokenizer))

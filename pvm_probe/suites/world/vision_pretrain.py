@@ -1,7 +1,7 @@
 """Stage 1: train the real vision tower alone, one linear head per merged token.
 
 Each merged token k (= cell k) must predict the cell's colour, shape and index.
-Joint training from step 0 wipes the tower out (DESIGN §5), hence this stage; after it
+Joint training from step 0 wipes the tower out, hence this stage; after it
 ``merger.linear_fc2`` is rescaled (weight and bias, an exact rescale) so merged tokens
 have norm ~``target_norm``, and the tower is frozen for the language-model stage.
 """

@@ -21,6 +21,10 @@ max(start + 2, round(16 L / 32)) (36 layers: 5 and 18; the tiny 4-layer default:
 Per row here (the official code sums the entropy over the batch): each row triggers on its own
 entropy, only rows with an image retrace, and the means are over that row's non-padding positions.
 As in the official code the whole forward's positions get the memory (the prompt at prefill).
+Cost: the official code reads the vocabulary after *every* layer of every forward (`memvr.py`: lm_head(norm(h))
+over all positions, then the last one; 32 read-outs per token on LLaVA-1.5-7B), whatever the window. Here the
+read-out is the last position only, only after the window's layers (start_layer < l < end_layer: 10 on the
+paper's 5..16), and stops once every row with an image has fired (later read-outs cannot change anything).
 Z is the request's visual set, captured once from `inputs_embeds` (as PVM captures it: MemVR is
 PVM's closest training-free relative, with no training, no gate and a trigger instead).
 `self.triggers` records, per forward, the retracing layer of each row (-1: none).
@@ -39,7 +43,7 @@ from torch import nn
 from ..backbones import decoder_layers, forward_start, get_module
 from ..errors import InputError
 from ..inject import VisualMemory
-from ._base import Intervention, check_strength
+from .base import Remedy, check_strength
 
 TOP_K = 10
 ACTIVATIONS = {"silu": F.silu, None: lambda x: x}
@@ -77,10 +81,25 @@ def layer_window(num_layers: int) -> tuple[int, int]:
     return start, min(num_layers - 1, max(start + 2, round(16 * num_layers / 32)))
 
 
-class MemVR(Intervention):
+class MemVR(Remedy):
     """`with MemVR(model, ratio=0.12, threshold=0.75): model.generate(...)` (layer window scaled to depth)."""
 
-    name = "MemVR"
+    name, title, changes = "memvr", "MemVR", "ffn"
+    summary = "re-inject the visual tokens as FFN key-value memory in a middle layer when an early exit is unsure"
+    cost = "an early-exit read-out of the vocabulary per layer in the window (published: 1.04x per token)"
+    sweep = {"ratio": [0.12, 0.31, 0.5, 1.0], "threshold": [0.75, 0.5, 0.0]}
+
+    @classmethod
+    def defaults(cls, num_layers: int) -> dict:
+        start, end = layer_window(num_layers)
+        return {**super().defaults(num_layers), "start_layer": start, "end_layer": end}
+
+    @classmethod
+    def grid(cls, num_layers: int) -> list[dict]:
+        """The sweep at the paper's layer window and over the whole depth."""
+        paper = super().grid(num_layers)
+        options = [{**o, **w} for w in ({}, {"start_layer": 0, "end_layer": num_layers - 1}) for o in paper]
+        return [o for i, o in enumerate(options) if o not in options[:i]]
 
     def __init__(self, model: nn.Module, ratio: float = 0.12, threshold: float = 0.75, start_layer: int | None = None,
                  end_layer: int | None = None, activation: str | None = "silu"):
@@ -137,12 +156,15 @@ class MemVR(Intervention):
     def _check(self, layer: int, output) -> None:
         if self.memory.tokens is None:
             return  # no image in this request: nothing to retrace
+        trigger = self.triggers[-1]
+        waiting = (trigger < 0) & self.memory.key_mask.any(1).cpu()  # [B] rows with an image not yet fired
+        if not waiting.any():
+            return  # later read-outs could change nothing
         hidden = output[0] if isinstance(output, (tuple, list)) else output  # [B, T, d]
         norm = get_module(self.model, self.sites.final_norm)
         head = get_module(self.model, self.sites.lm_head)
         entropy = top_k_entropy(head.forward(norm.forward(hidden[:, -1])))  # [B]
-        trigger = self.triggers[-1]
-        fire = (entropy.cpu() > self.threshold) & (trigger < 0) & self.memory.key_mask.any(1).cpu()  # [B]
+        fire = (entropy.cpu() > self.threshold) & waiting  # [B]
         trigger[fire] = layer + 1
 
     def _retrace(self, layer: int, ffn: nn.Module, x: torch.Tensor, out: torch.Tensor):

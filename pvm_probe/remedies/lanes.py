@@ -18,15 +18,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..backbones import visual_marker_ids, visual_token_ids
 from ..errors import InputError
-from ._base import Intervention, cache_length
+from .base import Remedy, cache_length
 
 ROW_INPUTS = ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids", "mm_token_type_ids")
 IMAGE_INPUTS = ("pixel_values", "image_grid_thw", "image_sizes", "mm_encoder_outputs")
 UNBATCHED = ("cache", "past_key_values", "cache_position", "logits_to_keep", *IMAGE_INPUTS)
 
 
-class TwoLanes(Intervention):
+class TwoLanes(Remedy):
     """Subclasses define `_start(kwargs)` (a request begins: check it, prepare the lane),
     `_lane(kwargs)` (the B counterpart rows of every row input present, plus `position_ids`),
     `_images(kwargs)` (image inputs for 2B rows; default unchanged) and `combine(a, b)` -> logits."""
@@ -54,10 +55,10 @@ class TwoLanes(Intervention):
     # ---- hooks ---------------------------------------------------------------------------------
     def _extend(self, _module, args, kwargs):
         if args:
-            raise InputError(f"inside {self.name}, call the model with keyword arguments (as generate does)")
+            raise InputError(f"inside {self.title}, call the model with keyword arguments (as generate does)")
         for key, value in kwargs.items():
             if isinstance(value, torch.Tensor) and key not in ROW_INPUTS + UNBATCHED + ("position_ids",):
-                raise InputError(f"{self.name} does not know how to batch the input {key!r}")
+                raise InputError(f"{self.title} does not know how to batch the input {key!r}")
         if cache_length(kwargs) == 0:
             self._start(kwargs)
         rows = kwargs.get("input_ids")
@@ -87,3 +88,15 @@ def _stack(key: str, first: torch.Tensor | None, second: torch.Tensor) -> torch.
 def duplicate(kwargs: dict) -> dict:
     """The lane's rows as copies of the request's rows (every row input and the position ids)."""
     return {k: kwargs[k] for k in (*ROW_INPUTS, "position_ids") if kwargs.get(k) is not None}
+
+
+def text_only_prompt(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple:
+    """Each row's prompt without its image tokens and the image's start / end markers, left-padded to
+    the prompt's width: (ids [B, P], mask [B, P])."""
+    mask = torch.ones_like(ids) if mask is None else mask
+    drop = torch.isin(ids, torch.tensor(visual_token_ids(model) + visual_marker_ids(model), device=ids.device))
+    keep = mask.bool() & ~drop  # [B, P]
+    order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices  # dropped first, kept in order
+    kept = keep.gather(1, order)  # [B, P] left-padded
+    pad = model.config.get_text_config().pad_token_id or 0
+    return ids.gather(1, order).masked_fill(~kept, pad), kept.to(mask.dtype)

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from conftest import continuation_inputs
 
 from pvm_probe.backbones import decoder_layers
-from pvm_probe.interventions import PAI, VCD, MemVR, key_logit_bias
 from pvm_probe.probes import VisualAttentionMass, segment_shares
 from pvm_probe.probes._rotary import rotated
+from pvm_probe.remedies import PAI, VCD, MemVR, key_logit_bias
 from pvm_probe.zoo import (
     ARCHS,
     IMAGE_TOKEN,

@@ -1,6 +1,6 @@
-"""A per-layer key-logit bias: one place where an intervention says how it changes attention logits.
+"""A per-layer key-logit bias: one place where a remedy says how it changes attention logits.
 
-An intervention registers, for a self-attention module, a *provider*: called once per forward, it
+A remedy registers, for a self-attention module, a *provider*: called once per forward, it
 returns a function `bias(scores, key_positions, rows=None)` for that forward, where `scores` are
 pre-softmax attention logits (q.k * scaling) of the forward's **last query** (the one that predicts
 the next token) with any shape `[b, ..., S']`, `key_positions` `[S']` are the KV-cache indices of the
@@ -11,8 +11,8 @@ Two readers apply the same bias, so they agree by construction:
 - the attention implementation registered here (`keybias_<inner>` for eager, sdpa or a windowed
   variant): the forward's other query rows run through the inner implementation untouched; the last
   row runs with the inner implementation too, its mask plus the bias (eager returns its weights);
-- `VisualAttentionMass`, which rebuilds the softmax from q and the cached keys (see the patch in
-  the interventions' report): it asks `key_logit_bias(attn)` and adds the bias to its scores.
+- `VisualAttentionMass`, which rebuilds the softmax from q and the cached keys: it
+  asks `key_logit_bias(attn)` and adds the bias to its scores.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from ..errors import InputError
+from .errors import InputError
 
 PREFIX = "keybias_"
 KeyBias = Callable[..., torch.Tensor]  # (scores [b, ..., S'], positions [S'], rows [b] | None) -> bias
@@ -92,7 +92,7 @@ def _biased_attention(implementation: str):
         T = query.shape[2]  # query [B, H, T, hd]; key, value [B, Hkv, S, hd]
         scores = last_query_scores(module, query, key, kwargs.get("scaling", module.scaling))  # [B, H, 1, S]
         positions = torch.arange(key.shape[2], device=key.device)  # [S] cache indices of the keys
-        mask = _last_row_mask(attention_mask, scores) + bias(scores, positions)  # [B, H, 1, S]
+        mask = last_row_mask(attention_mask, scores) + bias(scores, positions)  # [B, H, 1, S]
         tail = inner(module, query[:, :, -1:], key, value, mask, **kwargs)  # ([B, 1, H, hd], [B, H, 1, S])
         if T == 1:
             return tail
@@ -111,7 +111,7 @@ def last_query_scores(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
     return (query[:, :, -1:] @ keys.transpose(-1, -2)) * scaling
 
 
-def _last_row_mask(mask: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
+def last_row_mask(mask: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
     """The mask row of the last query as an additive float mask ([B, 1|H, 1, S] or a zero scalar)."""
     if mask is None:  # sdpa skipped a causal-only mask: the last query sees every key
         return scores.new_zeros(())

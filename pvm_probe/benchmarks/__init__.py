@@ -1,0 +1,3 @@
+"""Standard hallucination benchmarks on local data: the CHAIR scorer (`chair`), COCO directories (`coco`),
+scoring captions generated elsewhere (`score`), pinned CHAIR protocols (`protocol`), POPE (`pope`) and
+AMBER (`amber`)."""
