@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make report` (the main job) and `make test`.
+# Two commands on a fresh machine: `make report` (the main job) and `make test` (the quick tests, budget 5 min on
+# a quiet 2-core CPU). `make test-all` (what CI runs, budget 10 min) adds the slow tests and the notebooks.
 PY      := .venv/bin/python
 CLI     := .venv/bin/pvm-probe
 STAMP   := .venv/.installed
@@ -7,8 +8,9 @@ ADAPTERS := pvm_probe/assets/adapters
 STAGE1  := --steps 3000 --batch-size 8 --lr 3e-3 --warmup 20 --seed 0 --log-every 10 --fillers said \
            --loss-on answer --backbone-visual-dropout 0.5 --alpha-init 1
 PYTEST_ARGS ?=
+PYTEST  := OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=25
 
-.PHONY: install report report-check test lint bench figures notebooks adapters baseline clean
+.PHONY: install report report-check test test-all lint bench figures notebooks adapters baseline clean
 
 install: $(STAMP)
 
@@ -28,8 +30,13 @@ report: $(STAMP)
 report-check: report
 	$(PY) -m pvm_probe.report.browser $(OUT)/report.html
 
+# The quick tier: every test not marked `slow` (pyproject.toml says what slow is).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q --nbmake notebooks tests $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" tests $(PYTEST_ARGS)
+
+# Everything: the slow end-to-end, browser and multi-process tests, and the notebooks run top to bottom.
+test-all: $(STAMP)
+	$(PYTEST) --nbmake notebooks tests $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	.venv/bin/ruff check pvm_probe tests analyses

@@ -84,12 +84,10 @@ def report(parser):
 
         job = _job(args, explore=args.explore)
         job.controls, job.tuned_lens = not args.no_controls, not args.no_tuned_lens
-        from accelerate import PartialState
-
         page = report_job(job, args.out)
-        if PartialState().is_main_process:  # the one that wrote the report
+        if page:  # process 0 wrote the report (the others only generate their share)
             _warn("report", json.loads((page.parent / "metrics.json").read_text()))
-        print(f"wrote {page}")
+            print(f"wrote {page}")
 
     return run
 
@@ -248,6 +246,8 @@ def _output_arguments(parser) -> None:
 
 def _warn(command: str, metrics: dict) -> None:
     """The report's warnings (e.g. no claim parsed), one line each on stderr."""
+    if metrics is None:  # not process 0 under `accelerate launch`
+        return
     for warning in metrics.get("warnings", []):
         print(f"pvm-probe {command}: warning: {warning}", file=sys.stderr)
 
@@ -256,6 +256,8 @@ def _emit(result: dict, destination: str | None, show=None) -> None:
     """'-': the whole result as JSON on stdout; otherwise print `show(result)` and write the file if asked."""
     from .io import atomic_write_json
 
+    if result is None:  # not process 0 under `accelerate launch`: process 0 prints the whole result
+        return
     if destination == "-":
         print(json.dumps(result, indent=2))
         return

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from transformers import AutoConfig
 
 from .checkpoints import check_fingerprint, read_adapter_meta, resolve_adapter, shipped_adapter_names
 from .errors import AdapterMismatchError, InputError
-from .loading import BASELINE_DIR, check_model_dir, load_base
+from .loading import BASELINE_DIR, check_model_dir, load_base, resolve_device
 from .placement import all_placements, layer_scores, measure_mass
 from .probes.tuned_lens import LensData, TunedLens, record_generations
+from .processes import process_state
 from .records import RECORDS, RUN, compatible
 from .registry import SUITES
 from .report.benchmarks import write_benchmarks
@@ -135,20 +137,25 @@ def run_job(job: Job, directory) -> list[dict]:
     return records
 
 
-def report(job: Job, out) -> Path:
+def report(job: Job, out) -> Path | None:
     """The whole report job: records in a hidden working folder beside `out`, then the report, then the folder
     replaces `out` whole. An interrupted run resumes from the working folder; records of a finished report
-    at `out` that match this run are reused."""
+    at `out` that match this run are reused. Under several processes each generates its share of the records
+    and process 0 alone publishes (the others return None)."""
 
     out = check_output_dir(out)
     model, processor, suite, variants = open_job(job)
     work = working_dir(out)
-    seed_from_previous(out, work)
-    lens = tuned_lens_for(model, processor, suite, work / LENS_DIR, job.run.batch_size) if job.tuned_lens else None
-    _discard_if_stale(work, describe(suite, variants, job.run, model, _base_name(job), lens))
+    state = process_state(model.device)
+    with state.main_process_first():  # process 0 prepares the working folder and the lens; the others read them
+        if state.is_main_process:
+            seed_from_previous(out, work)
+        lens = tuned_lens_for(model, processor, suite, work / LENS_DIR, job.run.batch_size) if job.tuned_lens else None
+        if state.is_main_process:
+            _discard_if_stale(work, describe(suite, variants, job.run, model, _base_name(job), lens))
     records = run(model, processor, suite, variants, work, job.run, base=_base_name(job), lens=lens)
-    if not records:  # not the main process
-        return out / "report.html"
+    if not state.is_main_process:  # process 0 alone writes the report and publishes it
+        return None
     write_benchmarks(suite, records, work)
     build_report(work)
     return publish(work, out)
@@ -186,23 +193,26 @@ def tuned_lens_for(model, processor, suite, directory: Path, batch_size: int = 8
     return lens
 
 
-def _records_job(job: Job, records_dir) -> dict:
+def _records_job(job: Job, records_dir) -> dict | None:
+    """The job's metrics (None in any process but process 0, which gathers every process's records)."""
+    from accelerate.utils import broadcast_object_list
 
-    if records_dir is not None:
+    state = process_state(resolve_device(job.model.device))
+    with ExitStack() as stack:
+        if records_dir is None:  # process 0's temporary folder, shared by every process
+            temporary = tempfile.TemporaryDirectory(prefix="pvm_probe_records_") if state.is_main_process else None
+            records_dir = broadcast_object_list([stack.enter_context(temporary) if temporary else None])[0]
         run_job(job, records_dir)
-        return metrics_of(records_dir)[0]
-    with tempfile.TemporaryDirectory(prefix="pvm_probe_records_") as tmp:
-        run_job(job, tmp)
-        return metrics_of(tmp)[0]
+        return metrics_of(records_dir)[0] if state.is_main_process else None
 
 
-def paint(job: Job, records_dir=None) -> dict:
+def paint(job: Job, records_dir=None) -> dict | None:
     """Claims by quarter of the answer for each variant (no probes); metrics.json's shape."""
     job.run.probes = False
     return _records_job(job, records_dir)
 
 
-def probe(job: Job, records_dir=None) -> dict:
+def probe(job: Job, records_dir=None) -> dict | None:
     """The same with the probes: attention mass, dilution fits, LogitLens, PVM retrieval."""
     job.run.probes = job.run.probes or True
     return _records_job(job, records_dir)

@@ -8,6 +8,7 @@ architecture (Qwen3-VL, Qwen2.5-VL, LLaVA) loads the same way, with or without t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -42,7 +43,12 @@ def check_model_dir(path) -> Path:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """`None`: a GPU when there is one, else the CPU. Under `accelerate launch` a GPU without an index is this
+    process's own (LOCAL_RANK), not cuda:0 for every process."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -6,7 +6,8 @@ For each variant the runner generates greedy answers in batches (left padding, t
 under the probes when asked: the visual attention mass of every layer at every generated position, the
 LogitLens, and PVM's gates and retrieval. It scores each answer with the suite and appends one record per
 request to `records.jsonl` as it goes (`records.py`): a rerun after an interruption skips what is done. Under
-`accelerate launch` process k takes requests k, k + n, k + 2n, ... and process 0 merges the shards.
+`accelerate launch` (CPUs or GPUs, one machine or several; `processes.py`) process k of n takes requests
+k, k + n, k + 2n, ... into its own shard, and process 0 merges the shards once every process is done.
 
 Probe arrays in a record cover the answer's own tokens (row t produced token t); the padding steps
 `generate` runs after a row has stopped are left out. The first `explore` requests also keep, for the
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from .backbones import attention_window, decoder_layers, stop_token_ids, visual_token_ids
 from .errors import InputError
 from .probes.protocol import Batch, Probe, Row
+from .processes import process_state
 from .records import RecordStore
 from .registry import PROBES
 from .remedies.base import replay
@@ -65,10 +67,8 @@ def run(model, processor, suite: Suite, variants: list[Variant], directory, conf
         base: str = "", lens=None) -> list[dict]:
     """Fill `directory` with the records of every variant x request (resuming what is there); returns them.
     `lens`: a tuned lens of the base, read beside the LogitLens when the probes run."""
-    from accelerate import PartialState
-
     config = config or RunConfig()
-    state = PartialState()
+    state = process_state(model.device)
     _check_variants(suite, variants)
     store = RecordStore(directory, describe(suite, variants, config, model, base, lens), state.process_index,
                         state.num_processes)
@@ -83,9 +83,20 @@ def run(model, processor, suite: Suite, variants: list[Variant], directory, conf
                 _run_variant(model, processor, suite, variant, on, todo, left, store, config,
                              state.is_main_process, lens)
     state.wait_for_everyone()
-    records = store.merge([v.name for v in variants]) if state.is_main_process else []
+    names = [v.name for v in variants]
+    records = store.merge(names) if state.is_main_process else []
     state.wait_for_everyone()
+    if state.is_main_process:
+        _check_complete(records, names, len(suite), state.num_processes)
     return records
+
+
+def _check_complete(records: list[dict], names: list[str], requests: int, processes: int) -> None:
+    """Every process has finished: a record missing now was written where process 0 cannot read it."""
+    missing = len(names) * requests - sum(1 for r in records if r["variant"] in names)
+    if missing:
+        raise InputError(f"{missing} records are missing after all {processes} processes finished: under several "
+                         "machines the output folder must be on a file system that every machine shares")
 
 
 def describe(suite: Suite, variants: list[Variant], config: RunConfig, model, base: str, lens=None) -> dict:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from pvm_probe.zoo import ARCHS, save_tiny_checkpoint
 
+pytestmark = pytest.mark.slow  # fresh interpreters, three families: `make test-all`
 SECTIONS = ("claims_by_quarter", "mass_vs_position", "claim_mass_by_quarter", "accuracy_vs_mass", "logit_lens",
             "pvm_gates", "retrieval_overlay", "training_curves")
 

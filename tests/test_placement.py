@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pvm_probe.backbones import decoder_layers
 from pvm_probe.config import strided_layers
 from pvm_probe.loading import load_base
 from pvm_probe.placement import all_placements, max_decay, measure_mass, peak_attention, place
@@ -84,15 +85,44 @@ def test_placement_command_on_a_local_checkpoint(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
 
 
-def test_train_pvm_places_blocks_by_the_measured_profile(tmp_path):
+def constructed_profile(layers: int, peak: int, decay: int) -> np.ndarray:
+    """[layers, 64]: every layer at mass .1 with a slow fall (k = .01), except `peak` at .5 (same fall) and
+    `decay` at .2 falling fast (k = .5): by hand the highest mean mass is `peak`'s, the largest relative drop
+    `decay`'s."""
+    levels, decays = [.1] * layers, [.01] * layers
+    levels[peak], levels[decay], decays[decay] = .5, .2, .5
+    return _profile(levels, decays)
+
+
+def measured_by_hand(monkeypatch, peak: int, decay: int) -> list:
+    """Replace train-pvm's measured profile with a constructed one; returns the (model, suite) each measurement
+    got."""
+    from pvm_probe.train import run
+
+    asked = []
+
+    def measure(model, processor, suite, *args, **kwargs):
+        asked.append((model, suite))
+        return constructed_profile(len(decoder_layers(model)), peak, decay)
+
+    monkeypatch.setattr(run, "measure_mass", measure)  # where train-pvm measures
+    return asked
+
+
+def test_train_pvm_places_blocks_by_the_measured_profile(tmp_path, monkeypatch):
+    """train-pvm puts the blocks where the strategy says on the profile it measured on the base (here a
+    constructed profile: layer 2 peaks, layer 0 decays fastest; the measurement itself is checked above)."""
     from pvm_probe.checkpoints import read_adapter_meta
     from pvm_probe.cli import main
     from pvm_probe.suites import WorldSuite
 
-    model, processor = load_base()
-    expected = peak_attention(measure_mass(model, processor, WorldSuite(scenes=8)), 1)
+    asked = measured_by_hand(monkeypatch, peak=2, decay=0)
     common = ["--steps", "1", "--examples", "2", "--batch-size", "2", "--blocks", "1", "--warmup", "0"]
-    assert main(["train-pvm", "--out", str(tmp_path / "peak"), "--placement", "peak", "--alpha-init", "0.5", *common]) == 0
-    meta = read_adapter_meta(tmp_path / "peak")["pvm"]
-    assert tuple(meta["layers"]) == expected and meta["alpha_init"] == 0.5
+    for strategy, layer in (("peak", 2), ("decay", 0)):
+        assert main(["train-pvm", "--out", str(tmp_path / strategy), "--placement", strategy, "--alpha-init", "0.5",
+                     *common]) == 0
+        meta = read_adapter_meta(tmp_path / strategy)["pvm"]
+        assert meta["layers"] == [layer] and meta["alpha_init"] == 0.5
+    (model, suite), _ = asked
+    assert len(decoder_layers(model)) == 4 and isinstance(suite, WorldSuite) and len(suite) == 8
     assert main(["train-pvm", "--out", str(tmp_path / "both"), "--placement", "peak", "--layers", "1", *common]) == 2

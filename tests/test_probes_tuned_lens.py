@@ -99,6 +99,7 @@ def probe_kl(model, batch, lens, **generate_kwargs):
     return probe.result
 
 
+@pytest.mark.slow
 def test_training_lowers_held_out_kl_tiny_qwen3():
     model = tiny_model("qwen3_vl")
 
@@ -134,6 +135,7 @@ def baseline():
     return model, inputs, settings
 
 
+@pytest.mark.slow
 def test_training_lowers_held_out_kl_on_the_baseline(baseline):
     model, inputs, settings = baseline
     train = record_generations(model, inputs(1), do_sample=False, **settings)

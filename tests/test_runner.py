@@ -1,9 +1,7 @@
 """The runner: records of every variant x request, probe rows that match eager attention, resuming after
-an interruption, the swapped-image control, stop tokens, and 2 processes giving the records of 1."""
+an interruption, the swapped-image control and stop tokens (several processes: test_sharding.py)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -161,27 +159,6 @@ def test_jobs_refuse_the_world_on_a_foreign_base_before_loading_weights(tiny_che
         open_job(job)
     with pytest.raises(InputError, match="--length does not apply to --suite scenes"):
         open_job(Job(model=ModelSpec(base=str(tiny_checkpoints["llava"])), suite=SuiteSpec(length=2)))
-
-
-@pytest.mark.slow
-def test_two_processes_write_the_records_of_one(tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text(
-        "import sys, torch\n"
-        "torch.set_num_threads(1)\n"
-        "from pvm_probe.jobs import Job, SuiteSpec, run_job\n"
-        "from pvm_probe.runner import RunConfig\n"
-        "run_job(Job(suite=SuiteSpec(scenes=4, length=0), adapters=['pvm-stage1'], controls=False,\n"
-        "            run=RunConfig(batch_size=1, progress=False)), sys.argv[1])\n")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    for name, command in (("one", [sys.executable]), ("two", launch)):
-        done = subprocess.run([*command, str(script), str(tmp_path / name)], capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    one, two = (read_records(tmp_path / name / RECORDS) for name in ("one", "two"))
-    assert len(one) == 8 and one == two
-    assert not list((tmp_path / "two").glob("records.rank*.jsonl"))  # the shards were merged away
 
 
 @pytest.mark.parametrize("arch", ARCHS)

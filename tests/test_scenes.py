@@ -169,15 +169,18 @@ def test_without_torchvision_qwen_processors_fall_back_to_the_pil_image_processo
     assert difference.max() < 0.05 and difference.mean() < 1e-3
 
 
-@pytest.mark.parametrize("command", ["paint", "probe", "report"])
-def test_commands_run_where_torchvision_cannot_be_imported(command, tiny_checkpoints, tmp_path):
+def test_commands_run_where_torchvision_cannot_be_imported(tiny_checkpoints, tmp_path):
+    """paint, probe and report, one after another in one fresh interpreter where `import torchvision` fails."""
     args = ["--base", str(tiny_checkpoints["qwen2_5_vl"]), "--scenes", "2", "--max-new-tokens", "4",
-            "--image-size", "64"] + (["--out", str(tmp_path / "r")] if command == "report" else [])
-    code = ("import sys; sys.modules['torchvision'] = None; from pvm_probe.cli import main; "
-            f"sys.exit(main({[command, *args]!r}))")
+            "--image-size", "64"]
+    commands = [["paint", *args], ["probe", *args], ["report", *args, "--out", str(tmp_path / "r")]]
+    code = ("import sys; sys.modules['torchvision'] = None; from pvm_probe.cli import main\n"
+            f"for argv in {commands!r}:\n"
+            "    if main(argv) != 0: sys.exit(argv[0] + ' failed')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "r" / "report.html").is_file()
 
 
 # ---- errors ----------------------------------------------------------------------------------------

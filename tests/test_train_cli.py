@@ -40,7 +40,7 @@ def _adapter(path) -> dict:
     return json.loads((Path(path) / "pvm_config.json").read_text())
 
 
-@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("arch", ["qwen3_vl", *(pytest.param(a, marks=pytest.mark.slow) for a in ("qwen2_5_vl", "llava"))])
 def test_stage1_then_stage2_with_exact_on_every_family(arch, bases, data, tmp_path, capsys):
     from pvm_probe.train.config import TrainJob
 
@@ -229,6 +229,7 @@ def test_the_makefile_recipes_still_parse_into_the_shipped_runs():
     assert (stage2.optim.steps, stage2.optim.batch_size, stage2.optim.num_generations, stage2.optim.lr) == (20, 16, 8, 1e-5)
 
 
+@pytest.mark.slow
 def test_painter_world_recipes_on_the_embedded_base(tmp_path, capsys):
     """The `make adapters` flags on a few steps: PVM with dropout and claims loss, the MLP and processed-states
     controls, then Stage II from the first with the world's format + accuracy rewards."""
@@ -267,17 +268,19 @@ def test_stage2_on_the_scenes_suite_with_its_claim_reward(bases, tmp_path, capsy
     assert provenance["job"]["optim"]["rewards"] == [{"name": "scenes", "weight": 0.9}]
 
 
-def test_placement_by_the_measured_profile_of_a_local_checkpoint(bases, data, tmp_path):
-    """Reference: the paper's Max Decay on this base's own visual-attention profile, measured here on the scenes
-    suite as train-pvm measures it (8 scenes, 256 new tokens)."""
+def test_placement_by_the_measured_profile_of_a_local_checkpoint(bases, data, tmp_path, monkeypatch):
+    """Max Decay on a local checkpoint: the block goes to the layer the profile train-pvm measured on this base
+    (a constructed profile whose fastest-decaying layer is 3) on 8 scenes of 256 new tokens."""
+    from test_placement import measured_by_hand
+
     from pvm_probe.checkpoints import read_adapter_meta
-    from pvm_probe.loading import load_base
-    from pvm_probe.placement import measure_mass, place
     from pvm_probe.suites import ScenesSuite
 
-    model, processor = load_base(bases["llava"])
-    expected = place("decay", measure_mass(model, processor, ScenesSuite(scenes=8, max_new_tokens=256)), 1)
+    asked = measured_by_hand(monkeypatch, peak=1, decay=3)
     argv = ["train-pvm", "--base", str(bases["llava"]), "--data", str(data), "--out", str(tmp_path / "p"),
             "--placement", "decay", "--blocks", "1", "--steps", "1", "--batch-size", "2"]
     assert main(argv) == 0
-    assert tuple(read_adapter_meta(tmp_path / "p")["pvm"]["layers"]) == expected
+    assert read_adapter_meta(tmp_path / "p")["pvm"]["layers"] == [3]
+    [(model, suite)] = asked
+    assert type(model).__name__.startswith("Llava") and isinstance(suite, ScenesSuite) and len(suite) == 8
+    assert suite.max_new_tokens(suite.request(0)) == 256

@@ -156,8 +156,8 @@ def write_data(root, n: int = 4):
     return root / "data.jsonl"
 
 
-@pytest.mark.parametrize("train_backbone", [False, True])
-@pytest.mark.parametrize("arch", ["qwen3_vl", "qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("train_backbone", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", ["qwen3_vl", *(pytest.param(a, marks=pytest.mark.slow) for a in ("qwen2_5_vl", "llava"))])
 def test_grpo_steps_train_what_they_should(tmp_path, arch, train_backbone):
     from conftest import small_config
 

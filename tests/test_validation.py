@@ -194,6 +194,7 @@ def _get(doc, path):
     return doc
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(data=st.data())
 def test_mutated_adapter_configs_load_and_run_or_raise_one_line_input_errors(adapter, data):
@@ -268,6 +269,7 @@ def pvm_kwargs(draw, focus: str):
     return kwargs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("focus", sorted(FIELDS))
 @PROPERTY
 @given(data=st.data())
