@@ -196,6 +196,8 @@ def test_bad_checkpoints_give_one_line_errors(tiny_checkpoints, tmp_path, capsys
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(tiny_checkpoints["qwen3_vl"] / "config.json", bare)
+    assert "holds no model weights" in one_line_error(scenes + [str(bare)], capsys)
+    shutil.copy(tiny_checkpoints["qwen3_vl"] / "model.safetensors", bare)
     assert "no processor files" in one_line_error(scenes + [str(bare)], capsys)
     no_template = tmp_path / "no_template"
     shutil.copytree(tiny_checkpoints["llava"], no_template)
