@@ -10,7 +10,7 @@ STAGE1  := --steps 3000 --batch-size 8 --lr 3e-3 --warmup 20 --seed 0 --log-ever
 PYTEST_ARGS ?=
 PYTEST  := OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=25
 
-.PHONY: install report report-check test test-all lint bench figures notebooks adapters baseline clean
+.PHONY: install report report-check test test-slow test-all lint bench figures notebooks adapters baseline clean
 
 install: $(STAMP)
 
@@ -34,9 +34,12 @@ report-check: report
 test: $(STAMP)
 	$(PYTEST) -m "not slow" tests $(PYTEST_ARGS)
 
-# Everything: the slow end-to-end, browser and multi-process tests, and the notebooks run top to bottom.
-test-all: $(STAMP)
-	$(PYTEST) --nbmake notebooks tests $(PYTEST_ARGS)
+# The slow tier: the end-to-end, browser and multi-process tests, and the notebooks run top to bottom.
+test-slow: $(STAMP)
+	$(PYTEST) -m slow --nbmake notebooks tests $(PYTEST_ARGS)
+
+# Everything (what .ci/run runs): the quick tier, then the slow one.
+test-all: test test-slow
 
 lint: $(STAMP)
 	.venv/bin/ruff check pvm_probe tests analyses
