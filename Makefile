@@ -36,7 +36,8 @@ test: $(STAMP)
 
 # The slow tier: the end-to-end, browser and multi-process tests, and the notebooks run top to bottom.
 test-slow: $(STAMP)
-	$(PYTEST) -m slow --nbmake notebooks tests $(PYTEST_ARGS)
+	$(PYTEST) -m slow tests $(PYTEST_ARGS)
+	$(PYTEST) --nbmake notebooks $(PYTEST_ARGS)
 
 # Everything (what .ci/run runs): the quick tier, then the slow one.
 test-all: test test-slow

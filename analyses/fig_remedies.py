@@ -75,7 +75,7 @@ def defaults(arm: str, n_layers: int) -> dict:
 def grid(arm: str, n_layers: int, smoke: bool) -> list[dict]:
     """The sweep of one remedy (`Remedy.grid`), its official defaults first."""
     options = REMEDIES.get(arm).grid(n_layers)
-    return options[:2] if smoke else options
+    return options[:1] if smoke else options
 
 
 def label(arm: str, options: dict, n_layers: int) -> str:

@@ -286,8 +286,9 @@ def remedies(metrics: dict, names: list[str]):
         ax.set_xlabel("quarter of the answer")
     left.set_ylabel(f"{metrics['metric']['name']} (%)")
     right.set_ylabel("image share of attention\n(mean over layers)")
-    left.legend(fontsize=7)
     fig.tight_layout(w_pad=3)
+    fig.legend(*left.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.0, 0.97), fontsize=7,
+               frameon=False)  # beside the panels: with many remedies it would hide the lines
     return fig
 
 
