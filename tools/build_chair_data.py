@@ -4,9 +4,9 @@ Run once by a maintainer; nothing here downloads. The inputs are the files nltk 
 
     --wordnet DIR    WordNet 3.0's dict directory (index.noun ... , noun.exc ...), e.g. Debian's wordnet-base
                      package at /usr/share/wordnet
-    --tagger FILE    nltk's averaged perceptron tagger weights (averaged_perceptron_tagger.pickle from the
-                     nltk_data repository's packages/taggers/averaged_perceptron_tagger.zip, or the three
-                     averaged_perceptron_tagger_eng.*.json files of nltk >= 3.9 given as their directory)
+    --tagger DIR     nltk's averaged perceptron tagger weights: the directory of the three
+                     averaged_perceptron_tagger_eng.*.json files of nltk >= 3.9 (nltk_data's
+                     packages/taggers/averaged_perceptron_tagger_eng; JSON, never a pickle)
     --punkt DIR      nltk's punkt_tab/english directory (abbrev_types.txt, collocations.tab, sent_starters.txt,
                      ortho_context.tab)
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
-import pickle  # only to read nltk's own released tagger file, once, on a maintainer's machine
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "pvm_probe" / "benchmarks" / "data"
@@ -51,12 +50,9 @@ def wordnet_tables(root: Path) -> dict:
 
 
 def tagger_tables(path: Path) -> dict:
-    if path.is_dir():
-        stem = path / "averaged_perceptron_tagger_eng"
-        weights, tagdict, classes = (json.loads(Path(f"{stem}.{part}.json").read_text())
-                                     for part in ("weights", "tagdict", "classes"))
-    else:
-        weights, tagdict, classes = pickle.loads(path.read_bytes())
+    stem = path / "averaged_perceptron_tagger_eng"
+    weights, tagdict, classes = (json.loads(Path(f"{stem}.{part}.json").read_text())
+                                 for part in ("weights", "tagdict", "classes"))
     classes = sorted(classes)
     index = {c: i for i, c in enumerate(classes)}
     # per feature: [class index, weight x 1000, ...]; nltk's released weights have three decimals
