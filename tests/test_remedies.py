@@ -11,7 +11,7 @@ from conftest import continuation_inputs
 from pvm_probe.backbones import decoder_layers
 from pvm_probe.probes import VisualAttentionMass, segment_shares
 from pvm_probe.probes._rotary import rotated
-from pvm_probe.remedies import PAI, VCD, MemVR, key_logit_bias
+from pvm_probe.remedies import PAI, SPARC, VCD, VISTA, DoLa, MemVR, key_logit_bias
 from pvm_probe.zoo import (
     ARCHS,
     IMAGE_TOKEN,
@@ -330,6 +330,10 @@ ZERO = {
     "vcd": lambda m: VCD(m, alpha=0.0),
     "pai": lambda m: PAI(m, alpha=0.0, gamma=1.0),
     "memvr": lambda m: MemVR(m, ratio=0.0, start_layer=0, end_layer=3),
+    "dola": lambda m: DoLa(m, layers=[], repetition_penalty=1.0),
+    "vista": lambda m: VISTA(m, vsv_lambda=0.0, logits_alpha=0.0),
+    "sparc": lambda m: SPARC(m, alpha=1.0),
+    "sparc-never": lambda m: SPARC(m, alpha=2.0, tau=float("inf")),  # hooks on, nothing ever selected
     "memvr-never": lambda m: MemVR(m, ratio=0.5, threshold=1.0, start_layer=0, end_layer=3),
 }
 ACTIVE = {
