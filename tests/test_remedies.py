@@ -11,7 +11,7 @@ from conftest import continuation_inputs
 from pvm_probe.backbones import decoder_layers
 from pvm_probe.probes import VisualAttentionMass, segment_shares
 from pvm_probe.probes._rotary import rotated
-from pvm_probe.remedies import PAI, SPARC, VCD, VISTA, DoLa, MemVR, key_logit_bias
+from pvm_probe.remedies import OPERA, PAI, SPARC, VCD, VISTA, DoLa, MemVR, key_logit_bias
 from pvm_probe.zoo import (
     ARCHS,
     IMAGE_TOKEN,
@@ -392,6 +392,18 @@ def test_every_hook_and_setting_comes_off(arch, name, fail):
     (lambda m: MemVR(m, ratio=-0.5), "MemVR ratio must be >= 0"),
     (lambda m: MemVR(m, start_layer=0, end_layer=4), "end_layer"),
     (lambda m: MemVR(m, start_layer=5, end_layer=16), "start_layer"),  # the paper's 5..16 on a 4-layer model
+    (lambda m: DoLa(m, layers=[4]), "DoLa layer 4 out of range"),
+    (lambda m: DoLa(m, layers="middle"), "DoLa layers must be"),
+    (lambda m: DoLa(m, relative_top=1.0), "relative_top"),
+    (lambda m: VISTA(m, vsv_lambda=-1.0), "VISTA vsv_lambda must be >= 0"),
+    (lambda m: VISTA(m, logits_alpha=1.5), "logits_alpha"),
+    (lambda m: VISTA(m, logits_layers=[9]), "layer index 9 out of range"),
+    (lambda m: SPARC(m, alpha=0.0), "SPARC alpha"),
+    (lambda m: SPARC(m, beta=1.0), "beta"),
+    (lambda m: SPARC(m, selected_layer=20), "layer index 20 out of range"),  # the paper's 20 on 4 layers
+    (lambda m: OPERA(m, num_beams=0), "OPERA num_beams"),
+    (lambda m: OPERA(m, scale_factor=0.0), "scale_factor"),
+    (lambda m: OPERA(m, penalty_weights=-1.0), "penalty_weights"),
 ])
 def test_bad_settings_are_one_line_errors(make, message):
     model = tiny_model("qwen3_vl")
