@@ -1,6 +1,7 @@
 """The benchmarks section: per-variant rows in percent, published rows labelled, the by-quarter figure."""
 
 from pvm_probe.report.benchmarks import benchmarks_html, hallucination_by_quarter_figure
+from pvm_probe.suites.amber import AmberSuite
 from pvm_probe.suites.chair import ChairSuite
 from pvm_probe.suites.pope import PopeSuite
 
@@ -11,7 +12,7 @@ CHAIR = {"baseline": {"reference": CHAIR_ROW, "fixed": {**CHAIR_ROW, "CHAIR_i": 
 
 
 def test_chair_table_and_published_rows():
-    page = benchmarks_html("chair", CHAIR, ChairSuite.published)
+    page = benchmarks_html("chair", ChairSuite.benchmark_layout, CHAIR, ChairSuite.published)
     assert page.count("<tr>") == 1 + 4 and page.count('class="published"') == len(ChairSuite.published)
     assert "<td>baseline</td><td>reference</td><td class=\"num\">50.0</td><td class=\"num\">12.5</td>" in page
     assert "<td>baseline</td><td>fixed</td><td class=\"num\">50.0</td><td class=\"num\">10.0</td>" in page
@@ -22,17 +23,17 @@ def test_chair_table_and_published_rows():
 def test_pope_table_by_split():
     row = {"accuracy": 0.8, "precision": 0.75, "recall": 0.9, "f1": 0.818, "yes_ratio": 0.6,
            "image_share_at_answer": 0.0123}
-    page = benchmarks_html("pope", {"baseline": {"random": row, "adversarial": row}}, PopeSuite.published)
+    page = benchmarks_html("pope", PopeSuite.benchmark_layout, {"baseline": {"random": row, "adversarial": row}}, PopeSuite.published)
     assert "<td>baseline</td><td>adversarial</td><td class=\"num\">80.0</td>" in page
     assert ">0.0123<" in page and ">79.1<" in page  # OPERA's adversarial accuracy
 
 
 def test_by_quarter_figure():
-    fig, caption = hallucination_by_quarter_figure("chair", CHAIR)
+    fig, caption = hallucination_by_quarter_figure(ChairSuite.benchmark_layout, CHAIR)
     lines = fig.axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["baseline", "baseline (fixed parser)", "pai", "pai (fixed parser)"]
     assert list(lines[0].get_ydata())[:2] == [5.0, 10.0] and str(lines[0].get_ydata()[2]) == "nan"
     assert "CHAIR_i by quarter" in caption
-    fig, caption = hallucination_by_quarter_figure("amber", {"baseline": {"chair_by_quarter": [0.1, 0.2, 0.3, 0.4]}})
+    fig, caption = hallucination_by_quarter_figure(AmberSuite.benchmark_layout, {"baseline": {"chair_by_quarter": [0.1, 0.2, 0.3, 0.4]}})
     assert [round(v, 6) for v in fig.axes[0].get_lines()[0].get_ydata()] == [10.0, 20.0, 30.0, 40.0]
-    assert hallucination_by_quarter_figure("pope", {}) is None
+    assert hallucination_by_quarter_figure(PopeSuite.benchmark_layout, {}) is None

@@ -51,7 +51,7 @@ def report_figures(metrics: dict, records: list[dict], curves: dict) -> list[Fig
         if any(r.get(name) is not None for r in records):
             figures += probe.figures(metrics, records)
     if metrics.get("benchmark"):
-        drawn = hallucination_by_quarter_figure(metrics["suite"], metrics["benchmark"])
+        drawn = hallucination_by_quarter_figure(metrics.get("benchmark_layout", {}), metrics["benchmark"])
         if drawn is not None:
             figures.append(Figure("benchmark_by_quarter", "Hallucination by quarter of the answer", *drawn))
     remedies = REMEDIES.names()

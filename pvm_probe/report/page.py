@@ -132,7 +132,8 @@ def _benchmarks(metrics: dict) -> str:
     """The suite's own benchmark metrics per variant, with the published rows of the same protocol."""
     if not metrics.get("benchmark"):
         return ""
-    return benchmarks_html(metrics["suite"], metrics["benchmark"], metrics.get("published", []))
+    return benchmarks_html(metrics["suite"], metrics.get("benchmark_layout", {}), metrics["benchmark"],
+                           metrics.get("published", []))
 
 
 def page(metrics: dict, figures: list, records: list[dict]) -> str:

@@ -24,6 +24,15 @@ class AmberSuite(Suite):
     higher_is_better = False
     words = {"metric": "hallucination rate", "claims": "object nouns"}
     options = ("amber", "image_dir", "max_new_tokens")
+    benchmark_layout = {  # how the report shows benchmark(): one row per variant
+        "columns": [("chair", "CHAIR (%)", True), ("cover", "Cover (%)", True), ("hal", "Hal (%)", True),
+                    ("cog", "Cog (%)", True)],
+        "by_quarter": "chair_by_quarter", "ylabel": "AMBER CHAIR (%)",
+        "caption": ("AMBER's CHAIR by quarter of the answer: of the AMBER object nouns whose token falls in that "
+                    "quarter of the generated tokens, the share AMBER reads as hallucinated. Dilution predicts a "
+                    "rise from Q1 to Q4. Matching is exact after lemmatisation (AMBER's word-vector step is not "
+                    "reproduced), so levels can sit above AMBER's own script; the shape across quarters is the "
+                    "point.")}
     published: list[dict] = []  # no AMBER row for a model family this project runs has been pinned yet
 
     def __init__(self, amber=None, image_dir=None, max_new_tokens: int = 512):

@@ -90,6 +90,7 @@ class Suite:
     higher_is_better: bool = True  # world: claims correct; scenes/images: error rates (lower is better)
     words: dict = {}  # how the report words things: {"metric": ..., "claims": ...}
     options: tuple[str, ...] = ()  # the settings (specs.SuiteSpec fields) the constructor takes, by keyword
+    benchmark_layout: dict = {}  # with a benchmark() method: how the report shows it (report/benchmarks.py)
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -26,6 +26,11 @@ class PopeSuite(Suite):
     higher_is_better = True
     words = {"metric": "answers correct", "claims": "yes/no answers"}
     options = ("coco", "questions", "splits", "image_count", "per_image", "seed", "max_new_tokens")
+    benchmark_layout = {  # how the report shows benchmark(): one row per split; no by-quarter figure
+        "group": "split",
+        "columns": [("accuracy", "accuracy (%)", True), ("precision", "precision (%)", True),
+                    ("recall", "recall (%)", True), ("f1", "F1 (%)", True), ("yes_ratio", "yes (%)", True),
+                    ("image_share_at_answer", "image share at answer", False)]}
     published = [
         {"source": "OPERA's README (shikiw/OPERA): OPERA decoding, beam 5, on OPERA's POPE files read by OPERA's "
                    "pope_eval.py, max_new_tokens 10", "model": "LLaVA-1.5-7B", "method": "OPERA",
