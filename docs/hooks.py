@@ -32,7 +32,10 @@ IMAGES = ("*.png", "*.svg", "*.jpg")
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PLOTLY_JS = "assets/javascripts/plotly.min.js"
 REPO_LINK = re.compile(r"(\]\(|src=\")\.\./(figures|notebooks)/")
-CDN_SCRIPT = re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?cdnjs\.cloudflare\.com.*?</script>\s*", re.S)
+# nbconvert's template: Mermaid imported from a CDN (when a page has diagrams) and MathJax from `custom_mathjax_url`
+# (empty here); the notebooks use neither.
+CDN_SCRIPT = re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?cdnjs\.cloudflare\.com.*?</script>\s*|<script src=\"\">\s*</script>\s*",
+                        re.S)
 
 _scratch: tempfile.TemporaryDirectory | None = None
 _plotly_pages: set[str] = set()

@@ -196,7 +196,9 @@ def test_plotly_outputs_render_offline_from_their_json(tmp_path):
 
 
 # ---- the site -------------------------------------------------------------------------------------------
-EXTERNAL = re.compile(r"<(?:script|img|iframe|source)\b[^>]*\bsrc=\"(?:https?:)?//|<link\b[^>]*\bhref=\"(?:https?:)?//")
+# What a browser would fetch from elsewhere: a script, image or frame by URL, a stylesheet or font link, an ES import.
+EXTERNAL = re.compile(r"<(?:script|img|iframe|source)\b[^>]*\bsrc=\"(?:https?:)?//|<link\b[^>]*\bhref=\"(?:https?:)?//"
+                      r"|\bimport\s*\(?\s*[\"'](?:https?:)?//")
 
 
 @pytest.mark.slow
