@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make report` (the main job) and `make test` (the quick tests, budget 5 min on
 # a quiet 2-core CPU). `make test-all` (what CI runs, budget 10 min) adds the slow tests and the notebooks.
+# `make docs` builds the manual (docs/, mkdocs.yml) into site/.
 PY      := .venv/bin/python
 CLI     := .venv/bin/pvm-probe
 STAMP   := .venv/.installed
@@ -10,7 +11,7 @@ STAGE1  := --steps 3000 --batch-size 8 --lr 3e-3 --warmup 20 --seed 0 --log-ever
 PYTEST_ARGS ?=
 PYTEST  := OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=25
 
-.PHONY: install report report-check test test-slow test-all lint bench figures notebooks adapters baseline clean
+.PHONY: install report report-check test test-slow test-all lint docs bench figures notebooks adapters baseline clean
 
 install: $(STAMP)
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,docs]"
 	touch $(STAMP)
 
 report: $(STAMP)
@@ -43,7 +44,12 @@ test-slow: $(STAMP)
 test-all: test test-slow
 
 lint: $(STAMP)
-	.venv/bin/ruff check pvm_probe tests analyses
+	.venv/bin/ruff check pvm_probe tests analyses docs/hooks.py
+
+# The docs site, offline, warnings as errors (a broken link or a missing API name fails); the CLI reference is
+# generated from the parsers and the notebooks are rendered from their committed outputs (docs/hooks.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) analyses/bench_overhead.py
@@ -68,4 +74,4 @@ adapters: $(STAMP)
 		--steps 20 --batch-size 16 --num-generations 8 --lr 1e-5 --seed 0 --log-every 5 --fillers said
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out site .pytest_cache

@@ -63,7 +63,7 @@ def arguments(parser) -> None:
     parser.add_argument("--base", help="scenes: a local checkpoint (default: a tiny random one)")
     parser.add_argument("--pvm", action="append", help="scenes: adapter(s) for --base (repeatable)")
     parser.add_argument("--max-new-tokens", type=int, help="scenes: answer budget")
-    parser.add_argument("--table", help="print the README's markdown table of this remedies JSON and stop")
+    parser.add_argument("--table", help="print docs/remedies.md's markdown table of this remedies JSON and stop")
 
 
 # ---- the remedies' settings ------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def print_table(rows: dict, metric: str) -> None:
 
 
 def markdown_table(rows: dict) -> str:
-    """The README's table: overall and by quarter (%), and the backbone's image share by quarter."""
+    """docs/remedies.md's table: overall and by quarter (%), and the backbone's image share by quarter."""
     def share(v):
         return "-" if v is None else "0" if v == 0 else f"{v:.3f}".lstrip("0")
 
@@ -336,7 +336,7 @@ def tiny_base(directory: Path) -> tuple[str, list[str]]:
 
 def main(argv=None) -> dict:
     args = script_arguments(__doc__, argv, scenes=64, extra=arguments)
-    if args.table:  # the README's table from a finished run's JSON
+    if args.table:  # docs/remedies.md's table from a finished run's JSON
         print(markdown_table(json.loads(Path(args.table).read_text())["table"]))
         return {}
     if args.smoke:

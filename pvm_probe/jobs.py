@@ -40,6 +40,9 @@ from .variants import BASELINE, Variant, adapter_variants, plan
 
 @dataclass
 class Job:
+    """One report, paint or probe job: the model, the suite, the variants to compare with the baseline
+    (adapters, remedies, each memory adapter's controls) and how the runner runs them (`run`)."""
+
     model: ModelSpec = field(default_factory=ModelSpec)
     suite: SuiteSpec = field(default_factory=SuiteSpec)
     adapters: list | None = None  # None: the shipped adapters for the embedded base, none for another base

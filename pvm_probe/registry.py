@@ -24,6 +24,8 @@ from .errors import InputError
 
 
 class Registry:
+    """The names and classes of one kind of extension: the built-ins, then the plug-ins of entry-point `group`."""
+
     def __init__(self, group: str, kind: str, builtin: dict[str, str]):
         self.group, self.kind = group, kind
         self._targets = dict(builtin)  # name -> "module:attribute", or the class once imported
@@ -85,12 +87,14 @@ SUITES = Registry("pvm_probe.suites", "suite", {
     "pope": "pvm_probe.suites.pope:PopeSuite",
     "amber": "pvm_probe.suites.amber:AmberSuite",
 })
+"""The suites (`suites.base.Suite`): `--suite`'s choices."""
 PROBES = Registry("pvm_probe.probes", "probe", {  # in record order: later probes may read earlier sections
     "mass": "pvm_probe.probes.builtin.mass:AttentionMassProbe",
     "lens": "pvm_probe.probes.builtin.lens:LogitLensProbe",
     "tuned_lens": "pvm_probe.probes.builtin.lens:TunedLensProbe",
     "pvm": "pvm_probe.probes.builtin.pvm:PVMProbe",
 })
+"""The probes (`probes.protocol.Probe`), in record order: `--probes`' choices."""
 REMEDIES = Registry("pvm_probe.remedies", "remedy", {
     "vcd": "pvm_probe.remedies.vcd:VCD",
     "pai": "pvm_probe.remedies.pai:PAI",
@@ -100,3 +104,4 @@ REMEDIES = Registry("pvm_probe.remedies", "remedy", {
     "sparc": "pvm_probe.remedies.sparc:SPARC",
     "opera": "pvm_probe.remedies.opera:OPERA",
 })
+"""The training-free remedies (`remedies.base.Remedy`): `--remedy`'s choices."""

@@ -39,6 +39,8 @@ from .variants import Applied, Variant, applied
 
 @dataclass
 class RunConfig:
+    """How the runner generates: batch size, a cap on the answer budget, the probes, the token explorer."""
+
     batch_size: int = 8
     max_new_tokens: int | None = None  # a cap on the suite's own budget
     probes: bool | list = True  # True: every registered probe (registry.PROBES) that applies; or a list of names

@@ -44,6 +44,8 @@ def from_fields(cls, args, **given):
 
 @dataclass
 class ModelSpec:
+    """The base: a local checkpoint directory (None: the embedded base), device, dtype, attention."""
+
     base: str | None = field(default=None, metadata=flag(
         "local checkpoint directory (default: the embedded base)", type=t.existing_dir))
     device: str | None = field(default=None, metadata=flag("cuda, cuda:1, cpu (default: cuda when available)"))

@@ -33,6 +33,9 @@ NEG = -1e30  # finite "minus infinity" for the running max, so all-padding chunk
 
 @dataclass
 class AttentionMassResult(ResultIO):
+    """What `VisualAttentionMass` recorded: each key segment's softmax share per request, layer, head and
+    generated position (row t made token t), and each request's answer length."""
+
     shares: np.ndarray  # [B, L, H, T, 4] softmax share of each key segment (SEGMENTS order), sums to 1
     log_normaliser: np.ndarray  # [B, L, H, T] log sum_k exp(q.k * scaling) over attended keys
     layers: list = field(default_factory=list)  # the L decoder-layer indices recorded

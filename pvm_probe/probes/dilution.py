@@ -45,6 +45,8 @@ def hyperbola(t, a, b, c):
 
 @dataclass
 class DilutionFit(ResultIO):
+    """One curve's fit: a / (t + b) + c with 1-sigma errors and RMSE, the end of the decay phase, the plateau."""
+
     a: float
     b: float
     c: float
@@ -56,6 +58,8 @@ class DilutionFit(ResultIO):
 
 @dataclass
 class DilutionReport(ResultIO):
+    """Every layer's fit (`dilution_report`), and the layer profile of mean visual mass."""
+
     params: np.ndarray  # [L, 3] (a, b, c) per layer
     errors: np.ndarray  # [L, 3] 1-sigma errors
     rmse: np.ndarray  # [L]

@@ -38,6 +38,9 @@ class RetrievalResult(ResultIO):
 
 
 class PVMRetrieval(HookProbe):
+    """Context manager: PVM's injection norm, attention over the visual set and its entropy, per PVM layer
+    and generated position, during `generate`."""
+
     def __init__(self, handle):
         super().__init__(handle.model)
         self.handle = handle

@@ -25,6 +25,8 @@ from ._io import ResultIO
 
 @dataclass
 class LogitLensResult(ResultIO):
+    """What `LogitLens` recorded, per request, layer and generated position (row t made token t)."""
+
     kl: np.ndarray  # [B, L, T] KL(final || layer) in nats
     rank: np.ndarray  # [B, L, T] int: tokens the layer scores strictly above the final top-1 (0 = top)
     prob: np.ndarray  # [B, L, T] the layer's probability of the final top-1 token

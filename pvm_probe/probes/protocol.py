@@ -55,6 +55,8 @@ class Row:
 
 @dataclass
 class Figure:
+    """One figure of a probe's report section, with the caption that says what to read in it."""
+
     name: str  # file stem and page anchor
     title: str  # the section heading
     figure: object  # a matplotlib figure

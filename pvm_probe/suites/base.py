@@ -21,6 +21,8 @@ from ..errors import InputError
 
 @dataclass(frozen=True)
 class Request:
+    """One request of a suite: its images, the prompt that follows them, and what its scorer needs (`meta`)."""
+
     index: int  # position in the suite: the records' key, and the swapped-image partner rule
     id: str  # stable readable name, e.g. "scene-1000003"
     images: tuple  # PIL images, in prompt order
@@ -93,9 +95,11 @@ class Suite:
     benchmark_layout: dict = {}  # with a benchmark() method: how the report shows it (report/benchmarks.py)
 
     def __len__(self) -> int:
+        """The number of requests."""
         raise NotImplementedError
 
     def request(self, index: int) -> Request:
+        """Request `index`, made on demand."""
         raise NotImplementedError
 
     def requests(self, indices=None) -> Iterator[Request]:
@@ -103,6 +107,7 @@ class Suite:
             yield self.request(i)
 
     def max_new_tokens(self, request: Request) -> int:
+        """The answer budget of one request."""
         raise NotImplementedError
 
     def calibration(self, count: int) -> list[Request]:
@@ -111,6 +116,7 @@ class Suite:
         return list(self.requests(range(min(count, len(self)))))
 
     def score(self, request: Request, answer: Answer) -> list[Claim]:
+        """The grounded claims of one answer, each with the token that carries it and its verdict."""
         raise NotImplementedError
 
     def settings(self) -> dict:

@@ -1,6 +1,6 @@
 """`lens` and `tuned_lens`: every layer's read-out of the next token against the model's own, per token.
 
-Record section (both): `layers`, `kl` [L] (KL(final || layer), mean over the answer), `kl_by_quarter` [L][4],
+Record section (both): `layers`, `kl` [L] (KL(final || layer), mean over the answer), `kl_by_quarter` `[L][4]`,
 `convergence` [n] (per token, the first layer from which the read-out's top token stays the model's; -1:
 never). `tuned_lens` reads through the base's tuned lens (`probes.tuned_lens`) and runs when the run has one.
 Metrics: the mean convergence layer, overall and by quarter, and KL by layer and by quarter.

@@ -1,6 +1,6 @@
 """`mass`: the image share of attention in every layer at every generated position, and at every claim.
 
-Record section `mass`: `layers`, `image` [L][n] (mean over heads), `split` {segment: [L]} (image / prompt /
+Record section `mass`: `layers`, `image` `[L][n]` (mean over heads), `split` {segment: [L]} (image / prompt /
 generated / first token, mean over the answer). Each claim gets `mass` [L] (the share at its token) and
 `box_share` (the share of visual tokens inside its region: chance for a look at the region). The first
 `explore` requests also keep each token's attention on every image patch (a few layers) for the explorer.

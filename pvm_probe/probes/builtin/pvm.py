@@ -1,7 +1,7 @@
 """`pvm`: PVM's gates and retrieval, token by token (variants with a PVM memory block only).
 
-Record section `pvm`: `layers` (the decoder layers holding a block), `alpha` [Lp], `injection_ratio` [Lp][n]
-(|alpha h_pvm| / |x|), `entropy` [Lp][n] (of PVM's attention over the image tokens). Each claim gets
+Record section `pvm`: `layers` (the decoder layers holding a block), `alpha` [Lp], `injection_ratio` `[Lp][n]`
+(|alpha h_pvm| / |x|), `entropy` `[Lp][n]` (of PVM's attention over the image tokens). Each claim gets
 `pvm_on_boxes` [Lp] (PVM's weight on the claimed region at the claim's token); explored requests keep
 PVM's weights over every patch (not with a swapped image: they would be over the partner's image).
 """
