@@ -440,3 +440,26 @@ def test_the_overlay_of_a_claim_without_region_says_so():
     metrics = {"variants": {"a": {"pvm": {"on_claimed_region_by_quarter": [[None] * 4]}}}}
     caption = overlay_caption(metrics)
     assert "claims name no image region, so none is outlined" in caption and "region is outlined" not in caption
+
+
+# ---- numbers that print wrong ----------------------------------------------------------------------------
+def test_kls_are_written_non_negative():
+    """Float error leaves the final layer's KL at -1e-9 or -0.0; records and metrics write 0.0 (a KL is never
+    negative), and a real KL passes through rounded."""
+    import math
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pvm_probe.probes.builtin.lens import LogitLensProbe
+
+    kl = np.array([[[0.31234, 0.5, 0.25, 0.1], [-1e-9, -0.0, -2e-7, 0.0]]])  # [B, L, T]: the last layer is final
+    probe = LogitLensProbe.__new__(LogitLensProbe)
+    probe.probe = SimpleNamespace(result=SimpleNamespace(kl=kl, layers=[0, 1],
+                                                          convergence_layer=lambda: np.ones((1, 4), int)))
+    record = probe.record(SimpleNamespace(b=0, n=4))
+    assert record["kl"] == [0.2906, 0.0] and record["kl_by_quarter"][0] == [0.3123, 0.5, 0.25, 0.1]
+    old = {"lens": {**record, "kl": [0.2906, -0.0], "kl_by_quarter": [[0.1] * 4, [-0.0] * 4]}}  # an older record
+    metrics = LogitLensProbe.metrics([{"lens": record}, old])["lens"]
+    written = record["kl"] + sum(record["kl_by_quarter"], []) + metrics["kl_by_layer"] + sum(metrics["kl_by_quarter"], [])
+    assert all(math.copysign(1.0, v) == 1.0 for v in written), written
