@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from pathlib import Path
 
@@ -71,6 +72,21 @@ def layer_list(text: str) -> tuple[int, ...]:
 def existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return text
+
+
+def readable_file(text: str) -> str:
+    """A file read once, whole: '-' (standard input), a regular file, or any other file that can be read (a
+    pipe from `<(...)`, a FIFO, /dev/fd/N)."""
+    if text == "-":
+        return text
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; expected a file")
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot read it (permission denied)")
     return text
 
 

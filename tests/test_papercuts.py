@@ -463,3 +463,96 @@ def test_kls_are_written_non_negative():
     metrics = LogitLensProbe.metrics([{"lens": record}, old])["lens"]
     written = record["kl"] + sum(record["kl_by_quarter"], []) + metrics["kl_by_layer"] + sum(metrics["kl_by_quarter"], [])
     assert all(math.copysign(1.0, v) == 1.0 for v in written), written
+
+
+# ---- bad input that ended in a traceback ---------------------------------------------------------------
+def _inputs(root):
+    """One small valid input of every kind the suites and the trainer read, with the command that reads it:
+    {name: (argv, the text file in it)}."""
+    from pvm_probe.benchmarks.mini_amber import write_mini_amber
+    from pvm_probe.benchmarks.mini_coco import write_mini_coco
+
+    coco = write_mini_coco(root / "coco")
+    amber = write_mini_amber(root / "amber")
+    captions = root / "captions.jsonl"
+    captions.write_text('{"image_id": 101, "caption": "A dog on a couch."}\n{"image_id": 102, "caption": "A cup."}\n')
+    questions = root / "coco_pope_random.json"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": f"COCO_val2014_{101 + i:012d}.jpg",
+                                             "text": "Is there a dog in the image?", "label": "yes"}) + "\n"
+                                 for i in range(3)))
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(root / "img.png")
+    images = root / "images.jsonl"
+    images.write_text("".join(json.dumps({"image": "img.png", "prompt": f"Describe {k}.", "objects": ["ball"]}) + "\n"
+                              for k in range(3)))
+    rows = [{"image": "img.png", "question": "how many shapes are there", "answer": str(k)} for k in range(3)]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "train.json").write_text(json.dumps(rows, indent=1))
+    paint = ["paint", "--max-new-tokens", "4"]
+    chair = [*paint, "--suite", "chair", "--coco", str(coco), "--sample", "2"]
+    train = ["train-pvm", "--out", str(root / "adapter"), "--steps", "1"]
+    return {
+        "captions": (["score", str(captions), "--coco", str(coco)], captions),
+        "COCO instances": (["score", str(captions), "--coco", str(coco)], coco / "annotations/instances_val2014.json"),
+        "COCO captions": (chair, coco / "annotations/captions_val2014.json"),
+        "POPE questions": ([*paint, "--suite", "pope", "--coco", str(coco), "--questions", str(questions)], questions),
+        **{f"AMBER {name}": ([*paint, "--suite", "amber", "--amber", str(amber)], amber / name)
+           for name in ("relation.json", "safe_words.txt", "annotations.json", "query/query_generative.json")},
+        "images JSONL": ([*paint, "--suite", "images", "--data", str(images)], images),
+        "train JSONL": ([*train, "--data", str(root / "train.jsonl")], root / "train.jsonl"),
+        "train JSON": ([*train, "--data", str(root / "train.json")], root / "train.json"),
+    }
+
+
+def _spoil(path) -> int:
+    """Put a byte that is not UTF-8 (0xff) inside the second half of the file; returns its byte offset."""
+    data = path.read_bytes()
+    quote = data.find(b'"', len(data) // 2)
+    at = quote + 1 if quote >= 0 else len(data) // 2
+    path.write_bytes(data[:at] + b"\xff" + data[at:])
+    return at
+
+
+@pytest.mark.parametrize("name", ["captions", "COCO instances", "COCO captions", "POPE questions",
+                                  "AMBER relation.json", "AMBER safe_words.txt", "AMBER annotations.json",
+                                  "AMBER query/query_generative.json", "images JSONL", "train JSONL", "train JSON"])
+def test_a_text_input_that_is_not_utf8_is_one_line_naming_file_and_offset(name, tmp_path, capsys, monkeypatch):
+    import pvm_probe.jobs
+    import pvm_probe.train.run
+
+    argv, path = _inputs(tmp_path)[name]
+    for module in (pvm_probe.jobs, pvm_probe.train.run):
+        monkeypatch.setattr(module, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
+    offset = _spoil(path)
+    assert main(argv) == 2
+    err = one_line(capsys)
+    assert f"{path}: not UTF-8 text: byte 0xff at byte offset {offset} (line " in err, err
+
+
+def test_score_reads_standard_input_and_pipes(tmp_path, capsys, monkeypatch):
+    import io
+    import os
+
+    from pvm_probe.benchmarks.mini_coco import write_mini_coco
+
+    coco = str(write_mini_coco(tmp_path / "coco"))
+    text = b'{"image_id": 101, "caption": "A dog and a pizza on a couch."}\n'
+    (tmp_path / "c.jsonl").write_bytes(text)
+    assert main(["score", str(tmp_path / "c.jsonl"), "--coco", coco, "--json", str(tmp_path / "file.json")]) == 0
+    expected = json.loads((tmp_path / "file.json").read_text())["variants"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text)))
+    assert main(["score", "-", "--coco", coco, "--json", str(tmp_path / "stdin.json")]) == 0
+    piped = json.loads((tmp_path / "stdin.json").read_text())
+    assert piped["variants"] == expected and piped["captions_file"] == "<stdin>"
+    read, write = os.pipe()  # what `score <(cat c.jsonl)` hands over: /dev/fd/N, a pipe, not a regular file
+    os.write(write, text)
+    os.close(write)
+    try:
+        assert main(["score", f"/dev/fd/{read}", "--coco", coco, "--json", str(tmp_path / "fd.json")]) == 0
+    finally:
+        os.close(read)
+    assert json.loads((tmp_path / "fd.json").read_text())["variants"] == expected
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b'{"image_id": 101, "caption": "\xff"}\n')))
+    capsys.readouterr()
+    assert main(["score", "-", "--coco", coco]) == 2
+    assert one_line(capsys).endswith("<stdin>: not UTF-8 text: byte 0xff at byte offset 30 (line 1); save the file "
+                                     "as UTF-8")
