@@ -556,3 +556,26 @@ def test_score_reads_standard_input_and_pipes(tmp_path, capsys, monkeypatch):
     assert main(["score", "-", "--coco", coco]) == 2
     assert one_line(capsys).endswith("<stdin>: not UTF-8 text: byte 0xff at byte offset 30 (line 1); save the file "
                                      "as UTF-8")
+
+
+def test_no_product_text_cites_an_issue(probed):
+    """The package's text (pages, rows that reach metrics.json, protocols, messages) cites papers, tables and
+    repositories, never this project's issue tracker."""
+    import re
+    from pathlib import Path
+
+    import pvm_probe
+    from pvm_probe.registry import SUITES
+    from pvm_probe.report.benchmarks import benchmarks_html
+    from pvm_probe.report.page import page
+
+    issue = re.compile(r"\bissues?\s*#?\s*\d+", re.IGNORECASE)
+    package = Path(pvm_probe.__file__).parent
+    texts = {str(p): p.read_text(encoding="utf-8") for p in package.rglob("*")
+             if p.suffix in (".py", ".json", ".md", ".txt", ".html", ".js", ".css")}
+    for name, suite in SUITES.items():
+        texts[f"{name} page"] = benchmarks_html(name, suite.benchmark_layout, {}, getattr(suite, "published", []))
+    texts["report page"] = page(probed, [], [])
+    texts["metrics.json"] = json.dumps(probed)
+    cited = {where: issue.findall(text) for where, text in texts.items() if issue.search(text)}
+    assert not cited, cited
