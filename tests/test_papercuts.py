@@ -73,14 +73,21 @@ def test_paint_probe_prints_the_image_share_table(tiny_checkpoints, capsys):
 
 
 # ---- small things -------------------------------------------------------------------------------------
-def test_the_page_header_formats_the_tuned_lens_settings(probed):
+def test_the_page_header_keeps_what_a_reader_needs_and_folds_the_rest(probed):
+    """Base, suite, requests, budget and decoding in the header; every setting, the tuned lens's training
+    formatted, in a details block."""
     from pvm_probe.report.page import page
 
     metrics = {**probed, "setting": {**probed["setting"], "tuned_lens": {"steps": 250, "optimizer": "sgd",
                                                                         "train_kl_first": 0.004172362154349685}}}
-    header = page(metrics, {}, []).split("<h1>", 1)[1].split("</p>", 1)[0]
-    assert "tuned_lens (steps 250, optimizer sgd, train kl first 0.004172)" in header
-    assert "{" not in header and "0.004172362" not in header
+    body = page(metrics, {}, [])
+    header = body.split("</h1>", 1)[1].split("</p>", 1)[0]
+    assert header.endswith("suite <b>scenes</b>: requests 2, max_new_tokens 12, decoding greedy.")
+    assert not any(word in header for word in ("tuned_lens", "dtype", "probes", "seed", "image_size"))
+    details = body.split('<details id="settings"><summary>All settings</summary>', 1)[1].split("</details>", 1)[0]
+    assert "<li>tuned_lens (steps 250, optimizer sgd, train kl first 0.004172)</li>" in details
+    assert "<li>dtype float32</li>" in details and "<li>image_size " in details
+    assert "{" not in details and "0.004172362" not in details
 
 
 @pytest.mark.parametrize("points", [-0.0, -0.04, -1e-9])
