@@ -132,9 +132,9 @@ def check_remedies(variants: list[Variant], base) -> None:
 def open_job(job: Job):
     """(model, processor, suite, variants): everything checked, then the base loaded."""
 
-    suite = make_suite(job.suite, job.model.base)
-    variants = variants_of(job)
+    variants = variants_of(job)  # first: typed remedy options and adapter names fail before a suite reads its data
     check_remedies(variants, job.model.base)
+    suite = make_suite(job.suite, job.model.base)
     model, processor = load_base(job.model.base, device=job.model.device, dtype=job.model.dtype,
                                  attn_implementation=job.model.attn_implementation,
                                  check_processor=suite.check_processor)
