@@ -9,6 +9,7 @@ from PIL import Image
 
 from pvm_probe.cli import main
 from pvm_probe.errors import InputError
+from pvm_probe.registry import SUITES
 
 
 def one_line(capsys) -> str:
@@ -586,3 +587,28 @@ def test_no_product_text_cites_an_issue(probed):
     texts["metrics.json"] = json.dumps(probed)
     cited = {where: issue.findall(text) for where, text in texts.items() if issue.search(text)}
     assert not cited, cited
+
+
+@pytest.mark.parametrize("suite,positional", [("pope", False), ("my_vqa", False), ("pope", True)])
+def test_one_word_answers_lead_with_the_benchmark_and_drop_the_quarters(probed, suite, positional):
+    """Decided by the suite's `positional` (POPE's is False), never by its name: the page says position does not
+    apply, has no by-quarter headline or claims panel, and opens with the benchmark table."""
+    from pvm_probe.report.browser import headline_text
+    from pvm_probe.report.figures import report_figures
+    from pvm_probe.report.page import page
+    from pvm_probe.suites.pope import PopeSuite
+
+    row = {"accuracy": 0.8, "precision": 0.75, "recall": 0.9, "f1": 0.818, "yes_ratio": 0.6,
+           "image_share_at_answer": 0.01}
+    metrics = {**probed, "suite": suite, "metric": {**probed["metric"], "positional": positional},
+               "benchmark": {v: {"random": row} for v in probed["variants"]},
+               "benchmark_layout": PopeSuite.benchmark_layout, "published": PopeSuite.published}
+    figures = report_figures(metrics, [], {})
+    body = page(metrics, figures, [])
+    shown = body.split("</details>", 1)[1]
+    assert ("position within the answer does not apply" in body) is not positional
+    assert ('id="headline"' in body) is positional and bool(headline_text(metrics)) is positional
+    assert ("claims_by_quarter" in [f.name for f in figures]) is positional
+    if not positional:
+        assert shown.index('id="one-word"') < shown.index('id="benchmarks"') < shown.index("<h2>The paper's numbers")
+    assert PopeSuite.positional is False and all(s.positional for n, s in SUITES.items() if n != "pope")

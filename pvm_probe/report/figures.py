@@ -50,8 +50,10 @@ def report_figures(metrics: dict, records: list[dict], curves: dict) -> list[Fig
     """The report's figures in page order: claims by quarter, each probe's (registry order), the remedies,
     the training curves. `curves`: adapter variant -> its training log entries (run.json)."""
     variants = metrics["variants"].values()
-    figures = [Figure("claims_by_quarter", "Claims by quarter of the answer", plots.claims_by_quarter(metrics),
-                      CAPTIONS["claims_by_quarter"](metrics))]
+    figures = []
+    if metrics["metric"].get("positional", True):  # a one-word answer has no quarters to compare
+        figures.append(Figure("claims_by_quarter", "Claims by quarter of the answer", plots.claims_by_quarter(metrics),
+                              CAPTIONS["claims_by_quarter"](metrics)))
     for name, probe in PROBES.items():
         if any(r.get(name) is not None for r in records):
             figures += probe.figures(metrics, records)

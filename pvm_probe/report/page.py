@@ -65,6 +65,26 @@ def headline_html(metrics: dict) -> str:
 <ul>{lines}</ul>{missing}</div>"""
 
 
+ONE_WORD_NOTE = (
+    "Each answer of the {suite} suite is one word: position within the answer does not apply, so this "
+    "page has no headline by quarter of the answer and no claims-by-quarter panel. The suite's own metrics "
+    "lead; the probes' figures read the answer's tokens as usual.")
+
+
+def positional(metrics: dict) -> bool:
+    """Whether a claim's place in the answer means anything (False for one-word answers: POPE's yes / no)."""
+    return metrics["metric"].get("positional", True)
+
+
+def lead_html(metrics: dict) -> str:
+    """The headline by quarter, then the suite's benchmark table; for one-word answers, a note saying why
+    there is no headline, then the benchmark table."""
+    if positional(metrics):
+        return headline_html(metrics) + _benchmarks(metrics)
+    note = ONE_WORD_NOTE.format(suite=metrics["suite"])
+    return f'<p class="note" id="one-word">{html.escape(note)}</p>' + _benchmarks(metrics)
+
+
 def warnings_html(metrics: dict) -> str:
     """The report's warnings (metrics.json `warnings`), above the headline."""
     if not metrics.get("warnings"):
@@ -159,6 +179,6 @@ def page(metrics: dict, figures: list, records: list[dict]) -> str:
 <style>{STYLE}</style></head><body>
 <h1>Visual signal dilution report</h1>
 {header_html(metrics)}
-{note}{warnings_html(metrics)}{headline_html(metrics)}{_benchmarks(metrics)}{_figure_sections(figures)}
+{note}{warnings_html(metrics)}{lead_html(metrics)}{_figure_sections(figures)}
 {explorer_html(records)}{_paper_table(metrics)}
 </body></html>"""

@@ -24,6 +24,7 @@ class PopeSuite(Suite):
     name = "pope"
     claim_kinds = ("answer",)
     higher_is_better = True
+    positional = False  # a one-word answer
     words = {"metric": "answers correct", "claims": "yes/no answers"}
     options = ("coco", "questions", "splits", "image_count", "per_image", "seed", "max_new_tokens")
     benchmark_layout = {  # how the report shows benchmark(): one row per split; no by-quarter figure
