@@ -206,7 +206,8 @@ def train_base(parser):
 
 @command("score", "CHAIR of captions generated elsewhere ({image_id, caption} JSON lines) against a COCO directory")
 def score(parser):
-    parser.add_argument("captions", type=t.existing_file, help="JSON lines (or a JSON list) of {image_id, caption}")
+    parser.add_argument("captions", type=t.readable_file,
+                        help="JSON lines (or a JSON list) of {image_id, caption}; '-' reads standard input")
     parser.add_argument("--coco", type=t.existing_dir, required=True,
                         help="COCO directory: annotations/instances_<split>.json and captions_<split>.json")
     parser.add_argument("--split", help="the annotations' split, e.g. val2014 (default: the only one there)")

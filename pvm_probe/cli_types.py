@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from pathlib import Path
 
@@ -74,6 +75,21 @@ def existing_file(text: str) -> str:
     return text
 
 
+def readable_file(text: str) -> str:
+    """A file read once, whole: '-' (standard input), a regular file, or any other file that can be read (a
+    pipe from `<(...)`, a FIFO, /dev/fd/N)."""
+    if text == "-":
+        return text
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; expected a file")
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text}: cannot read it (permission denied)")
+    return text
+
+
 def existing_dir(text: str) -> str:
     if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no such directory")
@@ -114,7 +130,8 @@ def _int(text: str) -> int:
 
 
 def remedy(text: str) -> str:
-    """A registered remedy's name, optionally with options (`vcd:alpha=2`; checked in variants.remedy_variant)."""
+    """A registered remedy's name, optionally with options (`vcd:alpha=2`). The options are converted to their
+    types by the job, first of all (`variants.remedy_variant`): that needs the remedy's class, and with it torch."""
     if text.partition(":")[0].strip() not in REMEDIES:
         raise argparse.ArgumentTypeError(f"unknown remedy {text.partition(':')[0]!r}; known: {', '.join(REMEDIES.names())}")
     return text

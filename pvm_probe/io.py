@@ -1,6 +1,10 @@
-"""Atomic writes: a file or a whole directory appears complete or not at all.
+"""Reading text inputs, and atomic writes.
 
-Both go through a hidden temporary sibling (same folder, so the final rename stays on one file system)
+Every text file a user hands in (captions, annotations, question files, data files) is read through
+`read_text` or, a line at a time, `decode_utf8`: bytes that are not UTF-8 are a one-line `InputError` naming
+the file, the byte offset and the line, never a `UnicodeDecodeError` traceback.
+
+Atomic writes: a file or a whole directory appears complete or not at all. Both go through a hidden temporary sibling (same folder, so the final rename stays on one file system)
 that is removed on any exception, KeyboardInterrupt and SystemExit included. Modes are what an ordinary
 `open(path, "w")` or `mkdir` would give: 0o666 / 0o777 minus the umask for a new path, the old mode
 when an existing one is replaced.
@@ -12,9 +16,33 @@ import json
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import InputError
+
+STDIN = "-"
+
+
+def decode_utf8(data: bytes, source, offset: int = 0, line: int = 1) -> str:
+    """`data` as text. It was read from `source` starting at byte `offset`, which is on line `line`: a byte that
+    is not UTF-8 is a one-line InputError giving its offset and line in the whole file."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = line + data.count(b"\n", 0, err.start)
+        raise InputError(f"{source}: not UTF-8 text: byte 0x{data[err.start]:02x} at byte offset "
+                         f"{offset + err.start} (line {at}); save the file as UTF-8") from None
+
+
+def read_text(path) -> str:
+    """A UTF-8 text file whole; `-` reads standard input. Any readable file will do: a pipe, a FIFO or
+    `/dev/fd/N` as well as a regular file."""
+    if str(path) == STDIN:
+        return decode_utf8(sys.stdin.buffer.read(), "<stdin>")
+    return decode_utf8(Path(path).read_bytes(), path)
 
 
 def _sibling(path: Path, tag: str) -> Path:

@@ -7,7 +7,8 @@
     metrics = probe(job)               # the same with the probes
 
 Everything is checked before the weights load: the suite's settings and data, the adapters, the output
-folder, and whether the suite can run on the base (the painter world needs the world's own tokenizer).
+folder, whether the suite can run on the base (the painter world needs the world's own tokenizer), and each
+remedy's options, by building the remedy on a weightless copy of the base (`check_remedies`).
 The suite defaults to `world` for the embedded base and to `scenes` for any other; the shipped adapters
 are offered only to the base they were trained on.
 """
@@ -20,7 +21,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoConfig
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText
 
 from .checkpoints import check_fingerprint, read_adapter_meta, resolve_adapter, shipped_adapter_names
 from .errors import AdapterMismatchError, InputError
@@ -29,7 +31,7 @@ from .placement import all_placements, layer_scores, measure_mass
 from .probes.tuned_lens import LensData, TunedLens, record_generations
 from .processes import process_state
 from .records import RECORDS, RUN, compatible
-from .registry import SUITES
+from .registry import REMEDIES, SUITES
 from .report.benchmarks import write_benchmarks
 from .report.build import build_report, check_output_dir, metrics_of, publish, seed_from_previous, working_dir
 from .runner import RunConfig, describe, run
@@ -114,11 +116,28 @@ def check_adapter_fits(adapter, model) -> None:
         raise AdapterMismatchError(f"--pvm {adapter}: {message}") from None
 
 
+def check_remedies(variants: list[Variant], base) -> None:
+    """Build every remedy of `variants` on the base's config on the meta device (no weights, no memory): options
+    that do not fit the model, such as a layer it lacks or a negative strength, fail now in one line."""
+    remedies = [v for v in variants if v.remedy]
+    if not remedies:
+        return
+    config = AutoConfig.from_pretrained(check_model_dir(base or BASELINE_DIR), local_files_only=True)
+    with torch.device("meta"):
+        skeleton = AutoModelForImageTextToText.from_config(config)
+    for variant in remedies:
+        try:
+            REMEDIES.get(variant.remedy)(skeleton, **variant.options)
+        except ValueError as err:  # InputError, or a layer-range ValueError from the backbone table
+            raise InputError(f"--remedy {variant.name}: {err}") from None
+
+
 def open_job(job: Job):
     """(model, processor, suite, variants): everything checked, then the base loaded."""
 
+    variants = variants_of(job)  # first: typed remedy options and adapter names fail before a suite reads its data
+    check_remedies(variants, job.model.base)
     suite = make_suite(job.suite, job.model.base)
-    variants = variants_of(job)
     model, processor = load_base(job.model.base, device=job.model.device, dtype=job.model.dtype,
                                  attn_implementation=job.model.attn_implementation,
                                  check_processor=suite.check_processor)

@@ -50,6 +50,12 @@ def rounded(values, digits: int = 5):
         round(v, digits) if math.isfinite(v) else None for v in array.tolist()]
 
 
+def rounded_kl(values, digits: int = 4):
+    """KL divergences as `rounded` writes them, clamped at 0: a KL is never negative, but float error leaves
+    values such as -1e-9 that round to -0.0."""
+    return rounded(np.maximum(np.asarray(values, dtype=float), 0.0) + 0.0, digits)
+
+
 def mean_of(values) -> float | None:
     """The mean of the values that are not None (None when there are none)."""
     values = [float(v) for v in values if v is not None]

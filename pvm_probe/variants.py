@@ -14,8 +14,6 @@ per batch (`PVMHandle.swapped_visual`).
 
 from __future__ import annotations
 
-import inspect
-import json
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,26 +98,14 @@ def plan(adapters=(), controls: bool = True, remedies=(), baseline: bool = True)
 
 
 def remedy_variant(text: str) -> Variant:
-    """`vcd` (the official defaults) or `vcd:alpha=2,noise_step=999` -> a variant named as written. Option
-    names are checked against the remedy's keyword arguments now, before any model loads."""
+    """`vcd` (the official defaults) or `vcd:alpha=2,noise_step=999` -> a variant named as written. Each option
+    is converted to its type now (`Remedy.parse_options`), before any model loads."""
     name, _, given = text.partition(":")
-    cls = REMEDIES.get(name.strip())
-    known = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model")]
-    options = {}
-    for item in filter(None, (part.strip() for part in given.split(","))):
-        key, equals, value = item.partition("=")
-        if not equals or key.strip() not in known:
-            raise InputError(f"--remedy {text}: expected {name}:option=value,... with options from {', '.join(known)}")
-        options[key.strip()] = _value(value.strip())
-    return Variant(text, remedy=name.strip(), options=options)
-
-
-def _value(text: str):
-    """An option's value: a JSON number, true/false/null, a list; anything else stays a string."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        options = REMEDIES.get(name.strip()).parse_options(given)
+    except InputError as err:
+        raise InputError(f"--remedy {text}: {err}") from None
+    return Variant(text, remedy=name.strip(), options=options)
 
 
 @dataclass

@@ -54,6 +54,9 @@ def test_benchmark_suite_report(suite, tiny_checkpoints, tmp_path):
     assert ("as reported, not measured here" in page) == bool(metrics["published"])
     if suite != "pope":  # POPE's claims are yes/no answers: no hallucination by quarter to draw
         assert (out / "benchmark_by_quarter.png").is_file()
+    assert metrics["metric"]["positional"] is (suite != "pope")  # one-word answers: no quarters, the table leads
+    assert (out / "claims_by_quarter.png").is_file() is (suite != "pope")
+    assert ("position within the answer does not apply" in page) is (suite == "pope")
     gates_off = metrics["benchmark"]["pvm | gates off"]
     assert gates_off == metrics["benchmark"]["baseline"]  # alpha = 0 is the backbone, answer for answer
     shutil.rmtree(tmp_path / "adapters")

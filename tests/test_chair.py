@@ -7,6 +7,7 @@ import json
 import lzma
 import subprocess
 import sys
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -184,6 +185,54 @@ def test_token_spans_cover_the_token_text_on_real_captions():
 def test_mention_spans_point_into_the_caption(caption, word, at):
     mention = next(m for m in ChairParser().mentions(caption) if m.word == word)
     assert (mention.start, mention.end) == (at, at + len(word)) and caption[mention.start:mention.end] == word
+
+
+# ---- long captions ---------------------------------------------------------------------------------------
+SENTENCES = 'The man said "look at the dog, the cat and the pizza" -- then he sat on the couch (a red one). '
+QUOTES = 'a "dog" and a "cat" , '  # repeated: one long sentence full of quotes
+
+
+def thirds(items, unit: str, copies: int = 3) -> list[list]:
+    """Items with a character span (tokens, mentions) of `unit * copies`, grouped by the copy they start in."""
+    return [[i for i in items if k * len(unit) <= i.start < (k + 1) * len(unit)] for k in range(copies)]
+
+
+def repeated(items_of, unit: str, copies: int) -> list:
+    """What `items_of(unit * copies)` must be, built from `items_of(unit * 3)`: every copy but the first and the
+    last has the same context (sentence breaks fall between copies; the tagger reads two words and two tags
+    either side), so the middle copy repeats, shifted."""
+    first, middle, last = thirds(items_of(unit * 3), unit)
+    shift = lambda items, by: [replace(i, start=i.start + by, end=i.end + by) for i in items]  # noqa: E731
+    return [*first, *(i for k in range(copies - 2) for i in shift(middle, k * len(unit))),
+            *shift(last, (copies - 3) * len(unit))]
+
+
+@pytest.mark.parametrize("modern", [False, True])
+def test_nltk_runs_without_its_regex_time_limit(modern, monkeypatch):
+    """nltk 3.10 stops any of its patterns after 5 s of wall clock (a megabyte caption tripped it); the reference
+    has no limit and neither have we: with the limit at a microsecond, a 40 kB caption still tokenizes, token
+    for token as its copies do."""
+    from nltk import redos
+
+    monkeypatch.setattr(redos, "DEFAULT_TIMEOUT", 1e-6)
+    nlp.tokens.cache_clear()
+    copies = 40_000 // len(SENTENCES)
+    tokens = lambda text: list(nlp.tokens(text, modern))  # noqa: E731
+    assert tokens(SENTENCES * copies) == repeated(tokens, SENTENCES, copies)
+
+
+@pytest.mark.slow
+def test_a_megabyte_caption_is_scored(mini_coco, tmp_path):
+    """A megabyte-long sentence full of quotes (nltk's limit stopped it; the quotes' spans took time quadratic
+    in the sentence): `score` counts every copy's mentions, as the short caption's copies say."""
+    copies = 1_000_000 // len(QUOTES) + 1
+    path = write_captions(tmp_path / "long.jsonl", [{"image_id": 101, "caption": QUOTES * copies}])
+    assert main(["score", str(path), "--coco", str(mini_coco), "--json", str(tmp_path / "m.json")]) == 0
+    scored = json.loads((tmp_path / "m.json").read_text())["per_caption"][0]
+    for variant in ("reference", "fixed"):
+        expected = repeated(ChairParser(variant).mentions, QUOTES, copies)
+        assert scored[variant]["mentions"] == len(expected) == 2 * copies  # a dog and a cat in every copy
+        assert scored[variant]["hallucinated"] == []  # 101 shows a dog and a cat
 
 
 # ---- COCO and score -----------------------------------------------------------------------------------------

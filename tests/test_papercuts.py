@@ -9,6 +9,7 @@ from PIL import Image
 
 from pvm_probe.cli import main
 from pvm_probe.errors import InputError
+from pvm_probe.registry import SUITES
 
 
 def one_line(capsys) -> str:
@@ -73,14 +74,21 @@ def test_paint_probe_prints_the_image_share_table(tiny_checkpoints, capsys):
 
 
 # ---- small things -------------------------------------------------------------------------------------
-def test_the_page_header_formats_the_tuned_lens_settings(probed):
+def test_the_page_header_keeps_what_a_reader_needs_and_folds_the_rest(probed):
+    """Base, suite, requests, budget and decoding in the header; every setting, the tuned lens's training
+    formatted, in a details block."""
     from pvm_probe.report.page import page
 
     metrics = {**probed, "setting": {**probed["setting"], "tuned_lens": {"steps": 250, "optimizer": "sgd",
                                                                         "train_kl_first": 0.004172362154349685}}}
-    header = page(metrics, {}, []).split("<h1>", 1)[1].split("</p>", 1)[0]
-    assert "tuned_lens (steps 250, optimizer sgd, train kl first 0.004172)" in header
-    assert "{" not in header and "0.004172362" not in header
+    body = page(metrics, {}, [])
+    header = body.split("</h1>", 1)[1].split("</p>", 1)[0]
+    assert header.endswith("suite <b>scenes</b>: requests 2, max_new_tokens 12, decoding greedy.")
+    assert not any(word in header for word in ("tuned_lens", "dtype", "probes", "seed", "image_size"))
+    details = body.split('<details id="settings"><summary>All settings</summary>', 1)[1].split("</details>", 1)[0]
+    assert "<li>tuned_lens (steps 250, optimizer sgd, train kl first 0.004172)</li>" in details
+    assert "<li>dtype float32</li>" in details and "<li>image_size " in details
+    assert "{" not in details and "0.004172362" not in details
 
 
 @pytest.mark.parametrize("points", [-0.0, -0.04, -1e-9])
@@ -440,3 +448,167 @@ def test_the_overlay_of_a_claim_without_region_says_so():
     metrics = {"variants": {"a": {"pvm": {"on_claimed_region_by_quarter": [[None] * 4]}}}}
     caption = overlay_caption(metrics)
     assert "claims name no image region, so none is outlined" in caption and "region is outlined" not in caption
+
+
+# ---- numbers that print wrong ----------------------------------------------------------------------------
+def test_kls_are_written_non_negative():
+    """Float error leaves the final layer's KL at -1e-9 or -0.0; records and metrics write 0.0 (a KL is never
+    negative), and a real KL passes through rounded."""
+    import math
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pvm_probe.probes.builtin.lens import LogitLensProbe
+
+    kl = np.array([[[0.31234, 0.5, 0.25, 0.1], [-1e-9, -0.0, -2e-7, 0.0]]])  # [B, L, T]: the last layer is final
+    probe = LogitLensProbe.__new__(LogitLensProbe)
+    probe.probe = SimpleNamespace(result=SimpleNamespace(kl=kl, layers=[0, 1],
+                                                          convergence_layer=lambda: np.ones((1, 4), int)))
+    record = probe.record(SimpleNamespace(b=0, n=4))
+    assert record["kl"] == [0.2906, 0.0] and record["kl_by_quarter"][0] == [0.3123, 0.5, 0.25, 0.1]
+    old = {"lens": {**record, "kl": [0.2906, -0.0], "kl_by_quarter": [[0.1] * 4, [-0.0] * 4]}}  # an older record
+    metrics = LogitLensProbe.metrics([{"lens": record}, old])["lens"]
+    written = record["kl"] + sum(record["kl_by_quarter"], []) + metrics["kl_by_layer"] + sum(metrics["kl_by_quarter"], [])
+    assert all(math.copysign(1.0, v) == 1.0 for v in written), written
+
+
+# ---- bad input that ended in a traceback ---------------------------------------------------------------
+def _inputs(root):
+    """One small valid input of every kind the suites and the trainer read, with the command that reads it:
+    {name: (argv, the text file in it)}."""
+    from pvm_probe.benchmarks.mini_amber import write_mini_amber
+    from pvm_probe.benchmarks.mini_coco import write_mini_coco
+
+    coco = write_mini_coco(root / "coco")
+    amber = write_mini_amber(root / "amber")
+    captions = root / "captions.jsonl"
+    captions.write_text('{"image_id": 101, "caption": "A dog on a couch."}\n{"image_id": 102, "caption": "A cup."}\n')
+    questions = root / "coco_pope_random.json"
+    questions.write_text("".join(json.dumps({"question_id": i, "image": f"COCO_val2014_{101 + i:012d}.jpg",
+                                             "text": "Is there a dog in the image?", "label": "yes"}) + "\n"
+                                 for i in range(3)))
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(root / "img.png")
+    images = root / "images.jsonl"
+    images.write_text("".join(json.dumps({"image": "img.png", "prompt": f"Describe {k}.", "objects": ["ball"]}) + "\n"
+                              for k in range(3)))
+    rows = [{"image": "img.png", "question": "how many shapes are there", "answer": str(k)} for k in range(3)]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "train.json").write_text(json.dumps(rows, indent=1))
+    paint = ["paint", "--max-new-tokens", "4"]
+    chair = [*paint, "--suite", "chair", "--coco", str(coco), "--sample", "2"]
+    train = ["train-pvm", "--out", str(root / "adapter"), "--steps", "1"]
+    return {
+        "captions": (["score", str(captions), "--coco", str(coco)], captions),
+        "COCO instances": (["score", str(captions), "--coco", str(coco)], coco / "annotations/instances_val2014.json"),
+        "COCO captions": (chair, coco / "annotations/captions_val2014.json"),
+        "POPE questions": ([*paint, "--suite", "pope", "--coco", str(coco), "--questions", str(questions)], questions),
+        **{f"AMBER {name}": ([*paint, "--suite", "amber", "--amber", str(amber)], amber / name)
+           for name in ("relation.json", "safe_words.txt", "annotations.json", "query/query_generative.json")},
+        "images JSONL": ([*paint, "--suite", "images", "--data", str(images)], images),
+        "train JSONL": ([*train, "--data", str(root / "train.jsonl")], root / "train.jsonl"),
+        "train JSON": ([*train, "--data", str(root / "train.json")], root / "train.json"),
+    }
+
+
+def _spoil(path) -> int:
+    """Put a byte that is not UTF-8 (0xff) inside the second half of the file; returns its byte offset."""
+    data = path.read_bytes()
+    quote = data.find(b'"', len(data) // 2)
+    at = quote + 1 if quote >= 0 else len(data) // 2
+    path.write_bytes(data[:at] + b"\xff" + data[at:])
+    return at
+
+
+@pytest.mark.parametrize("name", ["captions", "COCO instances", "COCO captions", "POPE questions",
+                                  "AMBER relation.json", "AMBER safe_words.txt", "AMBER annotations.json",
+                                  "AMBER query/query_generative.json", "images JSONL", "train JSONL", "train JSON"])
+def test_a_text_input_that_is_not_utf8_is_one_line_naming_file_and_offset(name, tmp_path, capsys, monkeypatch):
+    import pvm_probe.jobs
+    import pvm_probe.train.run
+
+    argv, path = _inputs(tmp_path)[name]
+    for module in (pvm_probe.jobs, pvm_probe.train.run):
+        monkeypatch.setattr(module, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
+    offset = _spoil(path)
+    assert main(argv) == 2
+    err = one_line(capsys)
+    assert f"{path}: not UTF-8 text: byte 0xff at byte offset {offset} (line " in err, err
+
+
+def test_score_reads_standard_input_and_pipes(tmp_path, capsys, monkeypatch):
+    import io
+    import os
+
+    from pvm_probe.benchmarks.mini_coco import write_mini_coco
+
+    coco = str(write_mini_coco(tmp_path / "coco"))
+    text = b'{"image_id": 101, "caption": "A dog and a pizza on a couch."}\n'
+    (tmp_path / "c.jsonl").write_bytes(text)
+    assert main(["score", str(tmp_path / "c.jsonl"), "--coco", coco, "--json", str(tmp_path / "file.json")]) == 0
+    expected = json.loads((tmp_path / "file.json").read_text())["variants"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text)))
+    assert main(["score", "-", "--coco", coco, "--json", str(tmp_path / "stdin.json")]) == 0
+    piped = json.loads((tmp_path / "stdin.json").read_text())
+    assert piped["variants"] == expected and piped["captions_file"] == "<stdin>"
+    read, write = os.pipe()  # what `score <(cat c.jsonl)` hands over: /dev/fd/N, a pipe, not a regular file
+    os.write(write, text)
+    os.close(write)
+    try:
+        assert main(["score", f"/dev/fd/{read}", "--coco", coco, "--json", str(tmp_path / "fd.json")]) == 0
+    finally:
+        os.close(read)
+    assert json.loads((tmp_path / "fd.json").read_text())["variants"] == expected
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b'{"image_id": 101, "caption": "\xff"}\n')))
+    capsys.readouterr()
+    assert main(["score", "-", "--coco", coco]) == 2
+    assert one_line(capsys).endswith("<stdin>: not UTF-8 text: byte 0xff at byte offset 30 (line 1); save the file "
+                                     "as UTF-8")
+
+
+def test_no_product_text_cites_an_issue(probed):
+    """The package's text (pages, rows that reach metrics.json, protocols, messages) cites papers, tables and
+    repositories, never this project's issue tracker."""
+    import re
+    from pathlib import Path
+
+    import pvm_probe
+    from pvm_probe.registry import SUITES
+    from pvm_probe.report.benchmarks import benchmarks_html
+    from pvm_probe.report.page import page
+
+    issue = re.compile(r"\bissues?\s*#?\s*\d+", re.IGNORECASE)
+    package = Path(pvm_probe.__file__).parent
+    texts = {str(p): p.read_text(encoding="utf-8") for p in package.rglob("*")
+             if p.suffix in (".py", ".json", ".md", ".txt", ".html", ".js", ".css")}
+    for name, suite in SUITES.items():
+        texts[f"{name} page"] = benchmarks_html(name, suite.benchmark_layout, {}, getattr(suite, "published", []))
+    texts["report page"] = page(probed, [], [])
+    texts["metrics.json"] = json.dumps(probed)
+    cited = {where: issue.findall(text) for where, text in texts.items() if issue.search(text)}
+    assert not cited, cited
+
+
+@pytest.mark.parametrize("suite,positional", [("pope", False), ("my_vqa", False), ("pope", True)])
+def test_one_word_answers_lead_with_the_benchmark_and_drop_the_quarters(probed, suite, positional):
+    """Decided by the suite's `positional` (POPE's is False), never by its name: the page says position does not
+    apply, has no by-quarter headline or claims panel, and opens with the benchmark table."""
+    from pvm_probe.report.browser import headline_text
+    from pvm_probe.report.figures import report_figures
+    from pvm_probe.report.page import page
+    from pvm_probe.suites.pope import PopeSuite
+
+    row = {"accuracy": 0.8, "precision": 0.75, "recall": 0.9, "f1": 0.818, "yes_ratio": 0.6,
+           "image_share_at_answer": 0.01}
+    metrics = {**probed, "suite": suite, "metric": {**probed["metric"], "positional": positional},
+               "benchmark": {v: {"random": row} for v in probed["variants"]},
+               "benchmark_layout": PopeSuite.benchmark_layout, "published": PopeSuite.published}
+    figures = report_figures(metrics, [], {})
+    body = page(metrics, figures, [])
+    shown = body.split("</details>", 1)[1]
+    assert ("position within the answer does not apply" in body) is not positional
+    assert ('id="headline"' in body) is positional and bool(headline_text(metrics)) is positional
+    assert ("claims_by_quarter" in [f.name for f in figures]) is positional
+    if not positional:
+        assert shown.index('id="one-word"') < shown.index('id="benchmarks"') < shown.index("<h2>The paper's numbers")
+    assert PopeSuite.positional is False and all(s.positional for n, s in SUITES.items() if n != "pope")

@@ -121,6 +121,9 @@ def test_a_plugin_probe_and_remedy_run_end_to_end(plugin, tiny_checkpoints, tmp_
     page = (out / "report.html").read_text()
     assert 'id="fig-toy_probe_tokens"' in page and "Mean answer length per variant." in page
     assert 'id="fig-remedies"' in page  # the plug-in remedy is drawn beside the baseline like any remedy
+    caption = page.split('id="fig-remedies"', 1)[1].split('class="caption">', 1)[1].split("</p>", 1)[0]
+    assert "Toy remedy: scale the final logits by 1 / temperature" in caption  # its registered title and summary
+    assert not any(REMEDIES.get(n).title in caption for n in REMEDIES.names() if n != "toy_remedy")  # not drawn
     assert (out / "toy_probe_tokens.png").is_file()
 
 

@@ -414,6 +414,89 @@ def test_bad_settings_are_one_line_errors(make, message):
     assert hook_counts(model) == hooks
 
 
+# ---- options from the command line: converted to their type, checked against the model before it loads -----
+WRONG = {  # text that an option of each kind must refuse
+    float: ["abc", "nan", "inf", "-inf", "[1]"],
+    int: ["abc", "1.5", "nan"],
+    bool: ["maybe", "2"],
+    "layers": ["x", "[1,x]", "1.5"],
+    "words": ["middle", "1.5"],
+}
+
+
+def _kinds(annotation) -> list:
+    """The kinds of WRONG an option's annotation admits (None aside)."""
+    from typing import Literal, get_args, get_origin
+
+    members = [a for a in get_args(annotation) if a is not type(None)] if get_args(annotation) and get_origin(
+        annotation) not in (list, Literal) else [annotation]
+    return ["layers" if get_origin(m) is list else "words" if get_origin(m) is Literal else m for m in members]
+
+
+def _wrong_options():
+    from pvm_probe.registry import REMEDIES
+
+    for name, cls in REMEDIES.items():
+        for option, annotation in cls.option_types().items():
+            kinds = _kinds(annotation)
+            for value in dict.fromkeys(v for k in kinds for v in WRONG[k]):
+                if all(value in WRONG[k] for k in kinds):  # wrong for every kind the option takes
+                    yield pytest.param(name, option, value, id=f"{name}:{option}={value}")
+
+
+def _no_model(monkeypatch):
+    import pvm_probe.jobs
+
+    monkeypatch.setattr(pvm_probe.jobs, "load_base", lambda *a, **k: pytest.fail("loaded a model"))
+
+
+@pytest.mark.parametrize("name,option,value", list(_wrong_options()))
+def test_every_remedy_option_of_the_wrong_type_is_one_cli_line(name, option, value, capsys, monkeypatch):
+    """Every option of every registered remedy (a plug-in's too), each with values it cannot take: exit 2, one
+    line naming the option and the value, nothing loaded."""
+    from pvm_probe.cli import main
+
+    _no_model(monkeypatch)
+    assert main(["paint", "--scenes", "2", "--remedy", f"{name}:{option}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{option} expects " in err and f"got {value!r}" in err, err
+
+
+@pytest.mark.parametrize("remedy,message", [
+    ("dola:layers=99", "DoLa layer 99 out of range"),
+    ("pai:layers=[0,99]", "layer index 99 out of range"),
+    ("vista:logits_layers=[9]", "layer index 9 out of range"),
+    ("sparc:selected_layer=20", "layer index 20 out of range"),
+    ("memvr:start_layer=3,end_layer=1", "MemVR needs 0 <= start_layer < end_layer"),
+    ("vcd:alpha=-1", "VCD alpha must be >= 0"),
+    ("vcd:beta=5", "VCD beta"),
+    ("opera:num_beams=0", "OPERA num_beams must be >= 1"),
+])
+def test_remedy_options_that_do_not_fit_the_base_fail_before_its_weights_load(remedy, message, capsys, monkeypatch):
+    """Ranges are the remedy's own checks, run on a weightless copy of the base (4 decoder layers here)."""
+    from pvm_probe.cli import main
+
+    _no_model(monkeypatch)
+    assert main(["paint", "--scenes", "2", "--remedy", remedy]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"pvm-probe paint: error: --remedy {remedy}: {message}"), err
+
+
+def test_every_remedy_reads_its_defaults_written_as_text():
+    """The official defaults, written as a user would type them, parse back to themselves, typed."""
+    from pvm_probe.registry import REMEDIES
+
+    def text(value):
+        return "none" if value is None else str(value).lower() if isinstance(value, bool) else \
+            "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+
+    for name, cls in REMEDIES.items():
+        defaults = cls.defaults(num_layers=4)
+        parsed = cls.parse_options(",".join(f"{k}={text(v)}" for k, v in defaults.items()))
+        assert parsed == defaults and [type(v) for v in parsed.values()] == [type(v) for v in defaults.values()], name
+
+
 @pytest.mark.parametrize("make", [lambda m: VCD(m), lambda m: VCD(m, alpha=0.0), lambda m: PAI(m),
                                   lambda m: PAI(m, alpha=0.0, gamma=1.0)])
 def test_vcd_and_pai_refuse_a_request_without_an_image(make):

@@ -37,3 +37,30 @@ def test_by_quarter_figure():
     fig, caption = hallucination_by_quarter_figure(AmberSuite.benchmark_layout, {"baseline": {"chair_by_quarter": [0.1, 0.2, 0.3, 0.4]}})
     assert [round(v, 6) for v in fig.axes[0].get_lines()[0].get_ydata()] == [10.0, 20.0, 30.0, 40.0]
     assert hallucination_by_quarter_figure(PopeSuite.benchmark_layout, {}) is None
+
+
+def test_each_source_is_given_once_under_the_table():
+    """Published rows carry a numbered mark; each source (paper, table, protocol) is written once, under the table,
+    in the order the rows first cite it."""
+    import html
+    import re
+
+    published = ChairSuite.published
+    page = benchmarks_html("chair", ChairSuite.benchmark_layout, CHAIR, published)
+    sources = list(dict.fromkeys(row["source"] for row in published))
+    assert len(sources) == 2 < len(published)
+    table, notes = page.split("</table>")
+    assert re.findall(r'<li id="source-(\d)">([^<]*)</li>', notes) == [(str(k), html.escape(s))
+                                                                       for k, s in enumerate(sources, 1)]
+    assert all(html.escape(s) not in table for s in sources)
+    marks = re.findall(r'<tr class="published">.*?<sup><a href="#source-(\d)">', table)
+    assert marks == [str(sources.index(row["source"]) + 1) for row in published]
+    assert "<ol" not in benchmarks_html("amber", AmberSuite.benchmark_layout, {}, [])
+
+
+def test_published_rows_cite_the_paper_and_its_table():
+    opera = next(row for row in ChairSuite.published if row["protocol"] == "opera-500")
+    assert "arXiv:2311.17911" in opera["source"] and "Table 1" in opera["source"]
+    memvr = next(row for row in ChairSuite.published if row["protocol"] == "memvr-500")
+    assert "arXiv:2410.03577" in memvr["source"] and "assets/figexp.png" in memvr["source"]
+    assert all("arXiv:2311.17911" in row["source"] for row in PopeSuite.published)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import read_text
 
 ANNOTATIONS, QUERIES, RELATION, SAFE_WORDS = ("annotations.json", "query/query_generative.json", "relation.json",
                                               "safe_words.txt")
@@ -57,7 +58,7 @@ class AmberData:
             raise InputError(f"--amber {self.directory}: no such AMBER data directory")
         self.relation = _relation(self._read_json(RELATION))
         self.words = set(self.relation) | {w for related in self.relation.values() for w in related}
-        self.safe = {line.strip() for line in self._path(SAFE_WORDS).read_text(encoding="utf-8").splitlines()
+        self.safe = {line.strip() for line in read_text(self._path(SAFE_WORDS)).splitlines()
                      if line.strip()}
         annotations = self._read_json(ANNOTATIONS)
         self.items = [self._item(q, annotations) for q in self._queries()]
@@ -70,8 +71,8 @@ class AmberData:
 
     def _read_json(self, name: str):
         try:
-            return json.loads(self._path(name).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            return json.loads(read_text(self._path(name)))
+        except json.JSONDecodeError as err:
             raise InputError(f"AMBER data {self.directory / name}: not valid JSON ({err})") from None
 
     def _queries(self) -> list[dict]:

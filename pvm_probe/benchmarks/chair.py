@@ -158,9 +158,9 @@ class ChairParser:
 def _negated(toks: tuple[nlp.Token, ...], index: int) -> bool:
     """A negation word earlier in the token's sentence with no clause break between: "there is no dog",
     "no cats or dogs", but not "no cats, and a dog"."""
-    for tok in reversed(toks[:index]):
-        if tok.text in NEGATIONS:
+    for i in range(index - 1, -1, -1):  # backwards, without copying the tokens before (a caption may be long)
+        if toks[i].text in NEGATIONS:
             return True
-        if tok.tag == "." or tok.text in CLAUSE_BREAKS:
+        if toks[i].tag == "." or toks[i].text in CLAUSE_BREAKS:
             return False
     return False

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import read_text
 from .chair import ChairParser, canonical
 
 
@@ -107,8 +108,8 @@ def _annotation_file(root: Path, kind: str, split: str) -> Path:
 
 def _read(path: Path, keys: tuple[str, ...]) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
         raise InputError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object with {', '.join(keys)}")

@@ -6,7 +6,9 @@ sentences, then the Treebank-style word tokenizer), `nltk.pos_tag` and `WordNetL
 pos)`. nltk's code is used as is, with one exception: the published CHAIR numbers and released logs were
 scored with nltk <= 3.8, whose word tokenizer differs from today's in three regular-expression lists (3.9
 split em and en dashes off words, changed the opening-apostrophe rule and folds whitespace), so those
-three lists are nltk 3.8.1's (`_PaperEraWordTokenizer`). The data nltk would download is shipped in
+three lists are nltk 3.8.1's (`_PaperEraWordTokenizer`). nltk 3.10 runs each of its own regular expressions under
+a 5 s wall-clock limit; the reference (plain `re`) has none, and a long caption (a megabyte) is no attack, so
+nltk's fixed patterns run here without it (`_untimed`, nltk's advice for a trusted pattern). The data nltk would download is shipped in
 `data/` (built by tools/build_chair_data.py, provenance and licenses in data/README.md):
 
 - Punkt's English parameters and the tagger's weights, loaded into nltk's own classes;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import lzma
+import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -87,9 +90,39 @@ def wordnet_pos(tag: str) -> str:
     return {"J": "a", "V": "v", "N": "n", "R": "r"}.get(tag[:1], "n")
 
 
+def _untimed(pattern):
+    """One of nltk's own patterns (a `redos.TimedPattern`) without its wall-clock limit."""
+    from nltk import redos
+
+    return redos.compile(pattern, timeout=None)
+
+
 @cache
 def _sentence_splitter():
-    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+    from nltk.tokenize.punkt import PunktLanguageVars, PunktParameters, PunktSentenceTokenizer, PunktToken
+
+    class _UntimedLanguageVars(PunktLanguageVars):
+        re_boundary_realignment = _untimed(PunktLanguageVars.re_boundary_realignment)
+
+        def __init__(self):
+            super().__init__()
+            self._period_context = _untimed(super().period_context_re())
+            self._words = _untimed(super()._word_tokenizer_re())
+
+        def period_context_re(self):
+            return self._period_context
+
+        def _word_tokenizer_re(self):
+            return self._words
+
+    class _UntimedToken(PunktToken):
+        _RE_ELLIPSIS, _RE_NUMERIC, _RE_INITIAL, _RE_ALPHA, _RE_NON_PUNCT = (_untimed(p) for p in (
+            PunktToken._RE_ELLIPSIS, PunktToken._RE_NUMERIC, PunktToken._RE_INITIAL, PunktToken._RE_ALPHA,
+            r"[^\W\d]"))
+
+        @property
+        def is_non_punct(self):  # nltk reads a module-level pattern here
+            return self._RE_NON_PUNCT.search(self.type)
 
     table = load_table("punkt_english.json.xz")
     params = PunktParameters()
@@ -98,21 +131,26 @@ def _sentence_splitter():
     params.sent_starters = set(table["sent_starters"])
     for word, flags in table["ortho_context"].items():
         params.ortho_context[word] = flags
-    return PunktSentenceTokenizer(params)
+    return PunktSentenceTokenizer(params, lang_vars=_UntimedLanguageVars(), token_cls=_UntimedToken)
 
 
 @cache
 def _word_tokenizer(modern: bool = False):
     """nltk's NLTKWordTokenizer: as installed (`modern`), or with nltk 3.8.1's quote and punctuation rules
     (nltk/tokenize/destructive.py of nltk 3.8.1; its tokenize method is unchanged since)."""
-    import re
-
     from nltk.tokenize.destructive import NLTKWordTokenizer
 
-    if modern:
-        return NLTKWordTokenizer()
+    class _UntimedWordTokenizer(NLTKWordTokenizer):
+        STARTING_QUOTES = [(_untimed(p), s) for p, s in NLTKWordTokenizer.STARTING_QUOTES]
+        ENDING_QUOTES = [(_untimed(p), s) for p, s in NLTKWordTokenizer.ENDING_QUOTES]
+        PUNCTUATION = [(_untimed(p), s) for p, s in NLTKWordTokenizer.PUNCTUATION]
+        PARENS_BRACKETS = (_untimed(NLTKWordTokenizer.PARENS_BRACKETS[0]), NLTKWordTokenizer.PARENS_BRACKETS[1])
+        DOUBLE_DASHES = (_untimed(NLTKWordTokenizer.DOUBLE_DASHES[0]), NLTKWordTokenizer.DOUBLE_DASHES[1])
 
-    class _PaperEraWordTokenizer(NLTKWordTokenizer):
+    if modern:
+        return _UntimedWordTokenizer()
+
+    class _PaperEraWordTokenizer(_UntimedWordTokenizer):
         STARTING_QUOTES = [
             (re.compile("([«“‘„]|[`]+)", re.U), r" \1 "),
             (re.compile(r"^\""), r"``"),
@@ -203,10 +241,9 @@ def _align(pieces: list[str], sentence: str) -> list[tuple[int, int]]:
     return spans
 
 
+_QUOTE_TEXT = re.compile(r"``|''|\"")  # what the tokenizer writes as `` or '' (one search: linear in the sentence)
+
+
 def _next_quote(sentence: str, point: int) -> tuple[int, int]:
-    found = [(sentence.find(q, point), q) for q in ('"', "``", "''")]
-    found = [(at, q) for at, q in found if at >= 0]
-    if not found:
-        return -1, 0
-    at, quote = min(found, key=lambda f: (f[0], -len(f[1])))
-    return at, len(quote)
+    found = _QUOTE_TEXT.search(sentence, point)
+    return (-1, 0) if found is None else (found.start(), found.end() - found.start())

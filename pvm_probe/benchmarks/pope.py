@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import read_text
 
 SPLITS = ("random", "popular", "adversarial")
 NEGATIVE_WORDS = ("No", "not", "no")
@@ -108,7 +109,7 @@ def read_question_file(path) -> list[Question]:
         raise InputError(f"POPE questions {path}: no such file")
     split = next((s for s in SPLITS if s in path.stem), path.stem)
     questions = []
-    for line, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, raw in enumerate(read_text(path).splitlines(), start=1):
         if raw.strip():
             questions.append(_question_row(raw, f"{path}:{line}", split))
     if not questions:

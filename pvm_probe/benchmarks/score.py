@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import STDIN, read_text
 from .chair import VARIANTS, ChairParser
 from .coco import load_coco
 from .metrics import chair_metrics, score_caption
@@ -25,16 +26,18 @@ _COCO_FILE = re.compile(r"(?:^|_)0*(\d+)\.(?:jpg|jpeg|png)$", re.IGNORECASE)
 
 def score_captions(captions_path, coco_dir, split: str | None = None, variants=VARIANTS,
                    per_caption: bool = True) -> dict:
-    """CHAIR of every caption in `captions_path`, per variant: {"variants": {name: metrics}, ...}."""
+    """CHAIR of every caption in `captions_path` (`-`: standard input), per variant:
+    {"variants": {name: metrics}, ...}."""
     for variant in variants:
         if variant not in VARIANTS:
             raise InputError(f"CHAIR variant {variant!r}: expected one of {', '.join(VARIANTS)}")
     rows = read_captions(captions_path)
     coco = load_coco(coco_dir, split)
+    source = _source(captions_path)
     for line, image_id, _ in rows:
         if image_id not in coco.files:
-            raise InputError(f"{captions_path}:{line}: image {image_id} is not in {coco.root} split {coco.split}")
-    result = {"captions_file": str(Path(captions_path).resolve()), "coco": str(coco.root.resolve()),
+            raise InputError(f"{source}:{line}: image {image_id} is not in {coco.root} split {coco.split}")
+    result = {"captions_file": source, "coco": str(coco.root.resolve()),
               "split": coco.split, "captions": len(rows), "variants": {}}
     details = [{"image_id": image_id} for _, image_id, _ in rows]
     for variant in variants:
@@ -49,12 +52,21 @@ def score_captions(captions_path, coco_dir, split: str | None = None, variants=V
     return result
 
 
+def _source(path) -> str:
+    """How results and messages name the captions: `<stdin>`, a regular file's absolute path, or the path as
+    given (a pipe such as /dev/fd/63 resolves to no file)."""
+    if str(path) == STDIN:
+        return "<stdin>"
+    return str(Path(path).resolve()) if Path(path).is_file() else str(path)
+
+
 def read_captions(path) -> list[tuple[int, int, str]]:
-    """(line, image id, caption) of each caption; InputError naming the line on anything malformed."""
-    path = Path(path)
-    if not path.is_file():
+    """(line, image id, caption) of each caption; InputError naming the line on anything malformed. `-` reads
+    standard input; any readable file will do (a pipe, a FIFO)."""
+    if str(path) != STDIN and not Path(path).exists():
         raise InputError(f"captions file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
+    path = _source(path)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -68,14 +80,14 @@ def read_captions(path) -> list[tuple[int, int, str]]:
     return [(n, *_image_and_caption(item, path, n)) for n, item in items]
 
 
-def _json_line(raw: str, path: Path, line: int):
+def _json_line(raw: str, path: str, line: int):
     try:
         return json.loads(raw)
     except json.JSONDecodeError as err:
         raise InputError(f"{path}:{line}: not valid JSON ({err.msg})") from None
 
 
-def _image_and_caption(item, path: Path, line: int) -> tuple[int, str]:
+def _image_and_caption(item, path: str, line: int) -> tuple[int, str]:
     where = f"{path}:{line}"
     if not isinstance(item, dict):
         raise InputError(f"{where}: expected a JSON object with image_id and caption")

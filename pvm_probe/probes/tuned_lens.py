@@ -43,6 +43,7 @@ from ..backbones import decoder_layers, get_module, hook_sites, stop_token_ids, 
 from ..checkpoints import base_fingerprint, check_fingerprint
 from ..errors import AdapterError, AdapterMismatchError, InputError
 from ..io import atomic_write, atomic_write_json
+from ..records import rounded_kl
 from ._base import HookProbe, last_hidden
 
 CONFIG_FILE = "lens_config.json"
@@ -218,7 +219,8 @@ class TunedLens(nn.Module):
                 opt.zero_grad()
                 schedule.step()
         self.config.training = {**training.to_dict(), "tokens": len(data),
-                                "train_kl_first": history[0], "train_kl_last": history[-1]}
+                                "train_kl_first": rounded_kl(history[0], 6),
+                                "train_kl_last": rounded_kl(history[-1], 6)}
         return history
 
     def _step(self, norm, lm_head, data: LensData, idx: torch.Tensor) -> float:

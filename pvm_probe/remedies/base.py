@@ -4,12 +4,21 @@ A remedy is a context manager on a loaded model. `__enter__` installs its hooks 
 what was installed if installation fails), `__exit__` removes every one of them and undoes any
 setting it changed, whether or not the body raised. Bad settings raise a one-line `InputError`
 in `__init__`, before anything touches the model.
+
+Options written as text (`--remedy vcd:alpha=2,noise_step=999`) are converted by `Remedy.parse_options` to
+the type `__init__` annotates (or its default's type): numbers (finite), integers, true / false, a list of
+layer indices (`[2,3]`, or one index), one of a Literal's words (DoLa's `low` / `high`), `none` where None
+is allowed.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import math
+import re
+import types
+from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
@@ -44,6 +53,34 @@ class Remedy:
         options = [base] + [{**base, **dict(zip(cls.sweep, values, strict=True))}
                             for values in itertools.product(*cls.sweep.values())]
         return [o for i, o in enumerate(options) if o not in options[:i]]
+
+    @classmethod
+    def option_types(cls) -> dict:
+        """Each option (a keyword of `__init__` other than the model) and its type: the annotation, else the type
+        of its default, else text."""
+        try:
+            hints = get_type_hints(cls.__init__)
+        except Exception:  # a plug-in's annotation that does not resolve: fall back to the defaults
+            hints = {}
+        params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # after self and the model
+        return {p.name: hints.get(p.name, str if p.default in (None, inspect.Parameter.empty) else type(p.default))
+                for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    @classmethod
+    def parse_options(cls, text: str) -> dict:
+        """`alpha=2,layers=[2,3]` -> {"alpha": 2.0, "layers": [2, 3]}: each option converted to its type
+        (`option_types`); a one-line InputError names the option and what it expects."""
+        kinds = cls.option_types()
+        options = {}
+        for item in filter(None, (part.strip() for part in re.split(r",(?![^\[]*\])", text))):
+            key, equals, value = (part.strip() for part in item.partition("="))
+            if not equals or key not in kinds:
+                raise InputError(f"expected {cls.name}:option=value,... with options from {', '.join(kinds)}")
+            try:
+                options[key] = option_value(value, kinds[key])
+            except ValueError:
+                raise InputError(f"{key} expects {describe(kinds[key])}, got {value!r}") from None
+        return options
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -118,6 +155,50 @@ def replay(model: nn.Module, inputs: dict, sequences: torch.Tensor, **generate_k
     with torch.no_grad():
         return model.generate(**inputs, max_new_tokens=new, do_sample=False, num_beams=1,
                               logits_processor=processors, **generate_kwargs)
+
+
+def option_value(text: str, kind):
+    """`text` as a value of `kind` (see the module's docstring); ValueError if it is none."""
+    args = get_args(kind)
+    if get_origin(kind) in (Union, types.UnionType):
+        if type(None) in args and text.lower() in ("none", "null"):
+            return None
+        for k in (a for a in args if a is not type(None)):
+            try:
+                return option_value(text, k)
+            except ValueError:
+                pass
+        raise ValueError(text)
+    if get_origin(kind) is Literal:
+        if text not in args:
+            raise ValueError(text)
+        return text
+    if get_origin(kind) is list:  # layer indices
+        return [int(i) for i in text.removeprefix("[").removesuffix("]").split(",")]
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(text)
+        return text.lower() == "true"
+    if kind is int:
+        return int(text)
+    if kind is float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    return text
+
+
+def describe(kind) -> str:
+    """What an option of `kind` expects, for error messages."""
+    args = get_args(kind)
+    if get_origin(kind) in (Union, types.UnionType):
+        return " or ".join(describe(a) for a in args)
+    if get_origin(kind) is Literal:
+        return " or ".join(map(str, args))
+    if get_origin(kind) is list:
+        return "a list of layer indices such as [2,3]"
+    return {bool: "true or false", int: "an integer", float: "a finite number", type(None): "none"}.get(kind, "text")
 
 
 def check_strength(name: str, value: float) -> float:

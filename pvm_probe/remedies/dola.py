@@ -29,6 +29,7 @@ Off: `layers=()` and `repetition_penalty=1` install nothing: generation is the p
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -93,8 +94,8 @@ class DoLa(Remedy):
             "no published per-token figure for VLMs")
     sweep = {"layers": ["low", "high"], "repetition_penalty": [1.0, 1.2]}
 
-    def __init__(self, model: nn.Module, layers="low", relative_top: float = 0.1,
-                 repetition_penalty: float = 1.2, norm: bool = False):
+    def __init__(self, model: nn.Module, layers: Literal["low", "high"] | list[int] = "low",
+                 relative_top: float = 0.1, repetition_penalty: float = 1.2, norm: bool = False):
         super().__init__(model)
         self.layers = candidate_layers(model, layers)
         if not 0 <= relative_top < 1:

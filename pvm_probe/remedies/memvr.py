@@ -35,6 +35,7 @@ ratio = 0 installs nothing: generation is the plain model's.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,7 @@ class MemVR(Remedy):
         return [o for i, o in enumerate(options) if o not in options[:i]]
 
     def __init__(self, model: nn.Module, ratio: float = 0.12, threshold: float = 0.75, start_layer: int | None = None,
-                 end_layer: int | None = None, activation: str | None = "silu"):
+                 end_layer: int | None = None, activation: Literal["silu"] | None = "silu"):
         super().__init__(model)
         self.ratio = check_strength("MemVR ratio", ratio)
         if self.ratio > 1:

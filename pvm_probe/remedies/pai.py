@@ -56,7 +56,7 @@ class PAI(TwoLanes):
     cost = "a key-logit bias, and a text-only lane of the batch when gamma != 1: 2B rows per step"
     sweep = {"alpha": [0.2, 0.5, 1.0, 2.0], "gamma": [1.1, 2.0]}
 
-    def __init__(self, model: nn.Module, alpha: float = 0.2, gamma: float = 1.1, layers=None,
+    def __init__(self, model: nn.Module, alpha: float = 0.2, gamma: float = 1.1, layers: list[int] | None = None,
                  cutoff: float = 0.1):
         super().__init__(model)
         self.alpha = check_strength("PAI alpha", alpha)

@@ -59,7 +59,7 @@ class SPARC(Remedy):
     sweep = {"alpha": [1.05, 1.1, 1.2], "tau": [1.0, 1.5, 2.0]}
 
     def __init__(self, model: nn.Module, alpha: float = 1.1, beta: float = 0.1, tau: float = 1.5,
-                 selected_layer: int | None = None, layers=None):
+                 selected_layer: int | None = None, layers: list[int] | None = None):
         super().__init__(model)
         if not alpha > 0:
             raise InputError(f"SPARC alpha must be > 0 (1 = off), got {alpha}")

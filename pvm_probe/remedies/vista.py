@@ -60,7 +60,7 @@ class VISTA(Remedy):
     sweep = {"vsv_lambda": [0.01, 0.05, 0.1, 0.17, 0.3], "logits_alpha": [0.0, 0.3]}
 
     def __init__(self, model: nn.Module, vsv_lambda: float = 0.17, logits_alpha: float = 0.3,
-                 logits_layers=None, layers=None):
+                 logits_layers: list[int] | None = None, layers: list[int] | None = None):
         super().__init__(model)
         self.lam = check_strength("VISTA vsv_lambda", vsv_lambda)
         self.alpha = check_strength("VISTA logits_alpha", logits_alpha)

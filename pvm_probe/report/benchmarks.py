@@ -4,8 +4,9 @@
     html = benchmarks_html("chair", ChairSuite.benchmark_layout, benchmarks, ChairSuite.published)
     fig, caption = hallucination_by_quarter_figure(ChairSuite.benchmark_layout, benchmarks)   # None for POPE
 
-Rates are shown in percent. Published rows sit under ours, labelled "as reported, not measured here", with
-their source; they are comparable only under the same protocol (images, prompt, max_new_tokens, decoding).
+Rates are shown in percent. Published rows sit under ours, labelled "as reported, not measured here", each
+with a numbered mark; under the table every source (paper, table, protocol) is given once. They are comparable
+only under the same protocol (images, prompt, max_new_tokens, decoding).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def benchmarks_html(suite: str, layout: dict, benchmarks: dict[str, dict], publi
     group_name = layout.get("group")
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in columns)
     first = f"<th>{group_name}</th>" if group_name else ""
-    rows = []
+    rows, sources = [], list(dict.fromkeys(row["source"] for row in published))
     for variant, benchmark in benchmarks.items():
         for group, row in groups(layout, benchmark):
             cells = "".join(f'<td class="num">{_cell(row.get(k), rate)}</td>' for k, _, rate in columns)
@@ -72,10 +73,13 @@ def benchmarks_html(suite: str, layout: dict, benchmarks: dict[str, dict], publi
         cells = "".join(f'<td class="num">{_cell(row.get(k), rate)}</td>' for k, _, rate in columns)
         label = f"<td>{html.escape(str(group))}</td>" if group_name else ""
         what = f"{row['model']}, {row['method']}" + (f", {row['decoding']}" if row.get("decoding") else "")
-        rows.append(f'<tr class="published"><td>{html.escape(what)} <i>(as reported, not measured here: '
-                    f"{html.escape(row['source'])})</i></td>{label}{cells}</tr>")
+        mark = sources.index(row["source"]) + 1
+        rows.append(f'<tr class="published"><td>{html.escape(what)} <i>(as reported, not measured here)</i>'
+                    f'<sup><a href="#source-{mark}">{mark}</a></sup></td>{label}{cells}</tr>')
+    notes = "".join(f'<li id="source-{k}">{html.escape(source)}</li>' for k, source in enumerate(sources, 1))
     return (f'<section id="benchmarks"><h2>Benchmark: {html.escape(suite)}</h2>'
-            f"<table><tr><th>variant</th>{first}{head}</tr>{''.join(rows)}</table></section>")
+            f"<table><tr><th>variant</th>{first}{head}</tr>{''.join(rows)}</table>"
+            + (f'<ol class="sources">{notes}</ol>' if notes else "") + "</section>")
 
 
 def hallucination_by_quarter_figure(layout: dict, benchmarks: dict[str, dict]):

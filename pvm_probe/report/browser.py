@@ -162,7 +162,10 @@ _SHOW_PVM = """(() => {  // the first answer with PVM maps, at its last correct 
 
 
 def headline_text(metrics: dict) -> dict:
-    """What the headline table must show for metrics.json (the page's own formatting rules)."""
+    """What the headline table must show for metrics.json (the page's own formatting rules); nothing for a suite
+    of one-word answers, which has no headline by quarter."""
+    if not metrics["metric"].get("positional", True):
+        return {}
     return {variant: dict(headline_cells(row)) for variant, row in metrics["headline"]["variants"].items()}
 
 

@@ -37,7 +37,7 @@ def metrics_of(directory) -> tuple[dict, list[dict], dict]:
     benchmark = directory / BENCHMARK_FILE
     curves = {name: spec["about"]["curves"] for name, spec in run["variants"].items()
               if spec.get("control") is None and (spec.get("about") or {}).get("curves")}
-    metrics = build_metrics(run, records, list(suite.claim_kinds), suite.higher_is_better)
+    metrics = build_metrics(run, records, list(suite.claim_kinds), suite.higher_is_better, suite.positional)
     if benchmark.is_file():  # the suite's own benchmark metrics (benchmarks.write_benchmarks)
         metrics.update(json.loads(benchmark.read_text()))
     return metrics, records, curves

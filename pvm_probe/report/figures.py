@@ -25,14 +25,19 @@ def _caption_claims(metrics: dict) -> str:
             "the image within this answer length. Hatched: the adapter reading another request's image.")
 
 
+def _caption_remedies(metrics: dict) -> str:
+    """Names and says what each remedy drawn does, from its registered `title` and `summary`."""
+    kinds = dict.fromkeys(m["kind"] for m in metrics["variants"].values() if m["kind"] in REMEDIES.names())
+    drawn = "; ".join(f"{REMEDIES.get(k).title}: {REMEDIES.get(k).summary}" for k in kinds)
+    return (f"PVM against the training-free remedies (dashed; {drawn}), each at its paper's defaults unless its "
+            "name says otherwise. Right: the backbone's own share of attention on the image. A remedy that only "
+            "re-weights attention or logits cannot help where that share is 0 (the image is out of reach); one "
+            "that re-injects the image might.")
+
+
 CAPTIONS = {
     "claims_by_quarter": _caption_claims,
-    "remedies": lambda m: (
-        "PVM against the training-free remedies (dashed: VCD, contrast with a noised image; PAI, more attention on "
-        "the image plus text-free guidance; MemVR, the visual tokens re-injected as FFN memory when a layer is "
-        "unsure), each at its paper's defaults unless its name says otherwise. Right: the backbone's own share of "
-        "attention on the image. A remedy that only re-weights attention or logits cannot help where that share "
-        "is 0 (the image is out of reach); one that re-injects the image might."),
+    "remedies": _caption_remedies,
     "training_curves": lambda m: (
         "Training logs of each adapter: the Stage I (SFT) loss on a log axis; for a Stage II (GRPO) adapter its "
         "loss on a linear axis (GRPO's loss is near 0, and may be negative, whatever it learns) and the mean "
@@ -45,8 +50,10 @@ def report_figures(metrics: dict, records: list[dict], curves: dict) -> list[Fig
     """The report's figures in page order: claims by quarter, each probe's (registry order), the remedies,
     the training curves. `curves`: adapter variant -> its training log entries (run.json)."""
     variants = metrics["variants"].values()
-    figures = [Figure("claims_by_quarter", "Claims by quarter of the answer", plots.claims_by_quarter(metrics),
-                      CAPTIONS["claims_by_quarter"](metrics))]
+    figures = []
+    if metrics["metric"].get("positional", True):  # a one-word answer has no quarters to compare
+        figures.append(Figure("claims_by_quarter", "Claims by quarter of the answer", plots.claims_by_quarter(metrics),
+                              CAPTIONS["claims_by_quarter"](metrics)))
     for name, probe in PROBES.items():
         if any(r.get(name) is not None for r in records):
             figures += probe.figures(metrics, records)

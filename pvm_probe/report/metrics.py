@@ -72,12 +72,14 @@ PAPER = [  # the paper's reported numbers (Qwen3-VL), for side-by-side reading o
 ]
 
 
-def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_better: bool) -> dict:
-    """metrics.json (schema 2) from a run's description (run.json) and records: nothing else is read."""
+def build_metrics(run: dict, records: list[dict], kinds: list[str], higher_is_better: bool,
+                  positional: bool = True) -> dict:
+    """metrics.json (schema 2) from a run's description (run.json) and records: nothing else is read.
+    `positional`: whether a claim's place in the answer means anything (`Suite.positional`)."""
     metrics = {"schema_version": SCHEMA_VERSION, "suite": run["suite"]["suite"], "base": run["base"],
                "architecture": run["architecture"], "setting": setting_of(run),
                "metric": {"name": primary_name(run["suite"], higher_is_better), "higher_is_better": higher_is_better,
-                          "kinds": list(kinds)},
+                          "kinds": list(kinds), "positional": positional},
                "variants": {}}
     for name, spec in run["variants"].items():
         mine = [r for r in records if r["variant"] == name]

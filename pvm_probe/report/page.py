@@ -65,6 +65,26 @@ def headline_html(metrics: dict) -> str:
 <ul>{lines}</ul>{missing}</div>"""
 
 
+ONE_WORD_NOTE = (
+    "Each answer of the {suite} suite is one word: position within the answer does not apply, so this "
+    "page has no headline by quarter of the answer and no claims-by-quarter panel. The suite's own metrics "
+    "lead; the probes' figures read the answer's tokens as usual.")
+
+
+def positional(metrics: dict) -> bool:
+    """Whether a claim's place in the answer means anything (False for one-word answers: POPE's yes / no)."""
+    return metrics["metric"].get("positional", True)
+
+
+def lead_html(metrics: dict) -> str:
+    """The headline by quarter, then the suite's benchmark table; for one-word answers, a note saying why
+    there is no headline, then the benchmark table."""
+    if positional(metrics):
+        return headline_html(metrics) + _benchmarks(metrics)
+    note = ONE_WORD_NOTE.format(suite=metrics["suite"])
+    return f'<p class="note" id="one-word">{html.escape(note)}</p>' + _benchmarks(metrics)
+
+
 def warnings_html(metrics: dict) -> str:
     """The report's warnings (metrics.json `warnings`), above the headline."""
     if not metrics.get("warnings"):
@@ -122,6 +142,21 @@ def _setting(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def header_html(metrics: dict) -> str:
+    """What a reader needs first (base, suite, requests, answer budget, decoding), then every setting, the tuned
+    lens's training among them, folded into a details block."""
+    setting = metrics["setting"]
+    requests = setting.get("requests", setting.get("scenes"))
+    budget = (f"max_new_tokens {setting['max_new_tokens']}" if setting.get("max_new_tokens") is not None
+              else f"answer_tokens {setting.get('answer_tokens')}")
+    decoding = "greedy" if setting.get("greedy", True) else "sampled"
+    every = "".join(f"<li>{html.escape(k)} {html.escape(_setting(v))}</li>" for k, v in setting.items()
+                    if k != "suite" and v is not None)
+    return (f"<p>Base: {html.escape(metrics['base'])} ({html.escape(metrics['architecture'])}); suite "
+            f"<b>{html.escape(metrics['suite'])}</b>: requests {requests}, {budget}, decoding {decoding}.</p>"
+            f'<details id="settings"><summary>All settings</summary><ul>{every}</ul></details>')
+
+
 def _accuracy(variant: dict) -> float | None:
     """A variant's share of claims correct, an accuracy whatever the suite's primary metric (the paper's rows
     are accuracies; an error rate beside them would read as the opposite)."""
@@ -140,13 +175,10 @@ def page(metrics: dict, figures: list, records: list[dict]) -> str:
     setting = metrics["setting"]
     note = (f'<p class="note">{html.escape(WORLD_NOTE.format(window=setting.get("attention_window")))}</p>'
             if metrics["suite"] == "world" and setting.get("attention_window") else "")
-    described = ", ".join(f"{k} {_setting(v)}" for k, v in setting.items()
-                          if k not in ("suite", "prompt") and v is not None)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>pvm_probe dilution report</title>
 <style>{STYLE}</style></head><body>
 <h1>Visual signal dilution report</h1>
-<p>Base: {html.escape(metrics['base'])} ({html.escape(metrics['architecture'])}); suite
-<b>{html.escape(metrics['suite'])}</b>: {html.escape(described)}.</p>
-{note}{warnings_html(metrics)}{headline_html(metrics)}{_benchmarks(metrics)}{_figure_sections(figures)}
+{header_html(metrics)}
+{note}{warnings_html(metrics)}{lead_html(metrics)}{_figure_sections(figures)}
 {explorer_html(records)}{_paper_table(metrics)}
 </body></html>"""

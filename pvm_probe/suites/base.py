@@ -93,6 +93,8 @@ class Suite:
     words: dict = {}  # how the report words things: {"metric": ..., "claims": ...}
     options: tuple[str, ...] = ()  # the settings (specs.SuiteSpec fields) the constructor takes, by keyword
     benchmark_layout: dict = {}  # with a benchmark() method: how the report shows it (report/benchmarks.py)
+    positional: bool = True  # False: each answer is one word (POPE's yes / no), so where a claim sits in the
+    # answer means nothing: the report drops its by-quarter headline and panel and leads with the benchmark
 
     def __len__(self) -> int:
         """The number of requests."""

@@ -30,9 +30,11 @@ from .base import Answer, Claim, Request, Suite, check_int, open_rgb, quarter_of
 DEFAULT_PROTOCOL = "opera-500"
 OPERA_PROMPT = "Please describe this image in detail."
 
-_MEMVR = ("MemVR's repository (1zhou-Wang/MemVR assets/figexp.png): max_new_tokens 1024, MemVR's own 500 "
-          "images (its list is not released)")
-_OPERA = "OPERA (Huang et al. 2024), as cited in issue 21: max_new_tokens 512, OPERA's 500 images"
+_MEMVR = ("Zou et al., MemVR (arXiv:2410.03577), the CHAIR table in its repository's README figure "
+          "(1zhou-Wang/MemVR, assets/figexp.png): max_new_tokens 1024, MemVR's own 500 images (its list is not "
+          "released)")
+_OPERA = ("Huang et al., OPERA (CVPR 2024, arXiv:2311.17911), Table 1 (CHAIR, max new tokens 512), OPERA on "
+          "LLaVA-1.5: OPERA's 500 images")
 
 
 def _row(source, protocol, method, decoding, chair_s, chair_i, recall=None, length=None) -> dict:

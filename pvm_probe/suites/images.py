@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..benchmarks.chair import VARIANTS, ChairParser, canonical
 from ..errors import InputError, one_line
+from ..io import decode_utf8
 from .base import Answer, Claim, Request, Suite, check_int, quarter_of
 from .scenes.scoring import split_words
 from .scenes.words import plurals
@@ -122,7 +123,7 @@ def _index_lines(path: Path) -> list[tuple[int, int]]:
     with path.open("rb") as f:
         for line, raw in enumerate(f, start=1):
             if raw.strip():
-                _check_row(raw, path, line)
+                _check_row(decode_utf8(raw, path, offset, line), path, line)
                 offsets.append((line, offset))
             offset += len(raw)
     if not offsets:
@@ -130,12 +131,12 @@ def _index_lines(path: Path) -> list[tuple[int, int]]:
     return offsets
 
 
-def _check_row(raw: bytes, path: Path, line: int) -> None:
+def _check_row(raw: str, path: Path, line: int) -> None:
     where = f"{path}:{line}"
     try:
         row = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{where}: not valid JSON ({err.msg if hasattr(err, 'msg') else err})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not valid JSON ({err.msg})") from None
     if not isinstance(row, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
     if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():

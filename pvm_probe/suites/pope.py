@@ -24,6 +24,7 @@ class PopeSuite(Suite):
     name = "pope"
     claim_kinds = ("answer",)
     higher_is_better = True
+    positional = False  # a one-word answer
     words = {"metric": "answers correct", "claims": "yes/no answers"}
     options = ("coco", "questions", "splits", "image_count", "per_image", "seed", "max_new_tokens")
     benchmark_layout = {  # how the report shows benchmark(): one row per split; no by-quarter figure
@@ -32,7 +33,8 @@ class PopeSuite(Suite):
                     ("recall", "recall (%)", True), ("f1", "F1 (%)", True), ("yes_ratio", "yes (%)", True),
                     ("image_share_at_answer", "image share at answer", False)]}
     published = [
-        {"source": "OPERA's README (shikiw/OPERA): OPERA decoding, beam 5, on OPERA's POPE files read by OPERA's "
+        {"source": "Huang et al., OPERA (CVPR 2024, arXiv:2311.17911), the POPE tables of its README (shikiw/OPERA "
+                   "at 61426ef, one per split): OPERA decoding, beam 5, on OPERA's POPE files read by OPERA's "
                    "pope_eval.py, max_new_tokens 10", "model": "LLaVA-1.5-7B", "method": "OPERA",
          "split": split, "accuracy": acc, "precision": p, "recall": r, "f1": f1, "yes_ratio": yes}
         for split, acc, p, r, f1, yes in (("random", 0.894, 0.904, 0.888, 0.896, 0.506),

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import decode_utf8, read_text
 
 QUESTION_KEYS = ("question", "problem", "prompt", "query")
 ANSWER_KEYS = ("answer", "solution", "response", "output")
@@ -232,18 +233,15 @@ def _jsonl_rows(path: Path):
                 continue
             where = f"{path} line {number}"
             try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise InputError(f"{where}: not valid JSON ({getattr(err, 'msg', err)})") from None
+                row = json.loads(decode_utf8(line, path, start, number))
+            except json.JSONDecodeError as err:
+                raise InputError(f"{where}: not valid JSON ({err.msg})") from None
             yield where, (start, number), row
 
 
 def _json_rows(path: Path):
     """The elements of a top-level array (with their line numbers), or of {"data": [...]}."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text ({err})") from None
+    text = read_text(path)
     decoder, start = json.JSONDecoder(), _skip_space(text, 0)
     if not text.startswith("[", start):
         yield from _json_object_rows(path, text)

@@ -13,7 +13,7 @@ import html
 import numpy as np
 
 from ...plots import report as plots
-from ...records import mean_of, rounded
+from ...records import mean_of, rounded_kl
 from .._base import nanmean
 from ..logit_lens import LogitLens
 from ..protocol import Batch, Figure, Probe, Row
@@ -32,8 +32,8 @@ class LogitLensProbe(Probe):
         kl = lens.kl[b, :, :n]  # [L, n]
         quarters = np.array_split(np.arange(n), 4)
         return {"layers": lens.layers,
-                "kl": rounded(kl.mean(1) if n else np.full(len(lens.layers), np.nan), 4),
-                "kl_by_quarter": rounded(np.stack([kl[:, q].mean(1) if len(q) else np.full(len(kl), np.nan)
+                "kl": rounded_kl(kl.mean(1) if n else np.full(len(lens.layers), np.nan), 4),
+                "kl_by_quarter": rounded_kl(np.stack([kl[:, q].mean(1) if len(q) else np.full(len(kl), np.nan)
                                                    for q in quarters], 1), 4),
                 "convergence": [int(v) for v in lens.convergence_layer()[b, :n]]}
 
@@ -46,8 +46,8 @@ class LogitLensProbe(Probe):
                               if v >= 0) for q in range(4)]
         return {key: {"layers": records[0][key]["layers"],
                       "convergence_layer_mean": mean_of(convergence), "convergence_by_quarter": by_quarter,
-                      "kl_by_layer": rounded(nanmean(np.array([r[key]["kl"] for r in records], dtype=float), 0), 4),
-                      "kl_by_quarter": rounded(nanmean(np.array([r[key]["kl_by_quarter"] for r in records],
+                      "kl_by_layer": rounded_kl(nanmean(np.array([r[key]["kl"] for r in records], dtype=float), 0), 4),
+                      "kl_by_quarter": rounded_kl(nanmean(np.array([r[key]["kl_by_quarter"] for r in records],
                                                                 dtype=float), 0), 4)}}
 
     @classmethod
