@@ -60,10 +60,11 @@ class PVMProbe(Probe):
 
     @classmethod
     def figures(cls, metrics: dict, records: list[dict]) -> list[Figure]:
-        figures = [Figure("pvm_gates", "PVM gates and retrieval", plots.pvm_gates(metrics), gates_caption(metrics))]
+        figures = [Figure.of_chart("pvm_gates", "PVM gates and retrieval", plots.pvm_gates(metrics),
+                                   gates_caption(metrics))]
         overlay = retrieval_figure(records)
         if overlay is not None:
-            figures.append(Figure("retrieval_overlay", "Where PVM looks", overlay, overlay_caption(metrics)))
+            figures.append(Figure.of_chart("retrieval_overlay", "Where PVM looks", overlay, overlay_caption(metrics)))
         return figures
 
 
