@@ -37,11 +37,12 @@ class Line:
     y: list
     label: str = ""  # legend entry: the first item of each label gets one, and it toggles all of them
     color: str = "black"
-    ls: str = "-"
+    ls: str = "-"  # "": markers only
     marker: str | None = None
     width: float = 1.0
     hover: str = ""  # plotly hovertemplate
     customdata: list | None = None  # per point, for the hover
+    text: list | None = None  # per point, for the hover (%{text})
 
 
 @dataclass
@@ -286,7 +287,7 @@ def interactive(chart: Chart):
              for r in range(chart.rows)]
     fig = make_subplots(rows=chart.rows, cols=chart.cols, specs=specs, shared_xaxes="all" if chart.share else False,
                         shared_yaxes="all" if chart.share else False, x_title=chart.xlabel or None,
-                        y_title=chart.ylabel or None, subplot_titles=[p.title for p in chart.panels],
+                        y_title=chart.ylabel or None, subplot_titles=[p.title.replace("\n", "<br>") for p in chart.panels],
                         horizontal_spacing=min((0.5 if _own_scales(chart) else 0.3) / chart.cols, 0.12),
                         vertical_spacing=min(0.3 / chart.rows, 0.12))
     fig.update_annotations(font_size=11)  # the panel titles
@@ -323,11 +324,19 @@ def _legend(item, seen: set) -> dict:
     return {"name": label, "legendgroup": label or None, "showlegend": shown}
 
 
-def _x(item, panel: Panel) -> list:
-    """x values as plotly shows them: category names where the panel has categories."""
+def _x(item, panel: Panel):
+    """x values as plotly shows them: category names where the panel has categories, else an array (plotly
+    stores numeric arrays as base64, far smaller in a page or a notebook than a JSON list)."""
     if panel.categories is None:
-        return list(item.x)
+        return np.asarray(item.x)
     return [panel.categories[int(v)] for v in item.x]
+
+
+def _y(item, panel: Panel):
+    """y values as plotly shows them: row names where the panel names its rows."""
+    if panel.rows is None:
+        return _floats(item.y).astype(np.float32)
+    return [panel.rows[int(v)] for v in item.y]
 
 
 def _own_scales(chart: Chart) -> bool:
@@ -337,18 +346,19 @@ def _own_scales(chart: Chart) -> bool:
 
 def _trace(go, item, panel: Panel, seen: set, sub):
     if isinstance(item, Line):
-        return go.Scatter(x=_x(item, panel), y=_floats(item.y), mode="lines+markers" if item.marker else "lines",
-                          line=dict(color=_hex(item.color), dash=_DASH[item.ls], width=item.width * 1.6),
+        mode = "markers" if not item.ls else "lines+markers" if item.marker else "lines"
+        return go.Scatter(x=_x(item, panel), y=_y(item, panel), mode=mode,
+                          line=dict(color=_hex(item.color), dash=_DASH.get(item.ls), width=item.width * 1.6),
                           marker=dict(symbol=_MARKER[item.marker], size=4 if item.marker == "." else 6)
                           if item.marker else None,
-                          hovertemplate=item.hover or None, customdata=item.customdata, **_legend(item, seen))
+                          hovertemplate=item.hover or None, customdata=item.customdata, text=item.text,
+                          **_legend(item, seen))
     if isinstance(item, Bars):
-        return go.Bar(x=_x(item, panel), y=_floats(item.y), marker=dict(
+        return go.Bar(x=_x(item, panel), y=_y(item, panel), marker=dict(
             color=_hex(item.color), opacity=item.alpha, pattern=dict(shape=_HATCH[item.hatch]) if item.hatch else None),
             hovertemplate=item.hover or None, customdata=item.customdata, offsetgroup=item.label or None,
             **_legend(item, seen))
     if isinstance(item, Heatmap):
-        z = np.where(np.isfinite(item.z), item.z, None)
         place = {}
         if item.extent is not None:
             x0, x1, y0, y1 = item.extent  # y0 > y1: row 0 at the top, as an image
@@ -357,7 +367,7 @@ def _trace(go, item, panel: Panel, seen: set, sub):
                          y0=y1 + (y0 - y1) / rows / 2)
         elif panel.categories is not None or panel.rows is not None:
             place = dict(x=panel.categories, y=panel.rows)
-        return go.Heatmap(z=z.tolist(), zmin=item.zmin, zmax=item.zmax, colorscale=_SCALE.get(item.cmap, item.cmap),
+        return go.Heatmap(z=np.asarray(item.z, dtype=np.float32), zmin=item.zmin, zmax=item.zmax, colorscale=_SCALE.get(item.cmap, item.cmap),
                           hovertemplate=item.hover or None, customdata=item.customdata, showscale=item.scale is not None,
                           colorbar=_colorbar(item, sub), hoverongaps=False, name="", **place)
     if isinstance(item, Picture):

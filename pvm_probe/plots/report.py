@@ -98,9 +98,8 @@ def mass_vs_position(metrics: dict, records: list[dict] | None = None) -> Chart:
     for name, m in sorted(variants.items(), key=lambda item: item[0] == "baseline"):  # the baseline on top
         mine = [r for r in records or [] if r["variant"] == name]
         for i, (panel, row) in enumerate(zip(panels, m["mass_by_layer"], strict=True)):
-            hover, data = _token_hover(name, layers[i], i, mine, len(row))
             panel.items.append(Line(range(len(row)), row, label=name, color=styles[name]["color"],
-                                    ls=styles[name]["ls"], width=0.8, hover=hover, customdata=data))
+                                    ls=styles[name]["ls"], width=0.8, **_token_hover(name, layers[i], i, mine, len(row))))
             if name == "baseline" and "dilution" in m:
                 panel.items += _fit_lines(m["dilution"], i, len(row))
     for panel in panels:
@@ -110,28 +109,29 @@ def mass_vs_position(metrics: dict, records: list[dict] | None = None) -> Chart:
                  xlabel="generated position t", ylabel="attention share on the image")
 
 
-def _token_hover(name: str, layer: int, i: int, records: list[dict], width: int) -> tuple[str, list | None]:
-    """(hovertemplate, customdata [T][4]) of one variant's mass curve in one layer (layer index i)."""
+def _token_hover(name: str, layer: int, i: int, records: list[dict], width: int) -> dict:
+    """Hover of one variant's mass curve in one layer (layer index i): `hover`, and with records `customdata`
+    (answers still answering at each t) and `text` (the example answer's token there, its share, its claim)."""
     head = f"<b>{_name(name)}</b>, layer {layer}<br>t = %{{x}}: image share %{{y:.4f}}"
     if not records:
-        return head + "<extra></extra>", None
+        return {"hover": head + "<extra></extra>"}
     example = min(records, key=lambda r: r["request"])
     pieces, shares = example["pieces"], example["mass"]["image"][i]
     claims = {c["token"]: c for c in example["claims"] if c["token"] is not None}
-    data = []
+    text = []
     for t in range(width):
-        answering = sum(r["n_tokens"] > t for r in records)
         if t >= example["n_tokens"]:
-            data.append([answering, "(its answer has ended)", "-", ""])
+            text.append("none (the answer has ended)")
             continue
+        line = f"{_name(json.dumps(pieces[t], ensure_ascii=False))}, share {'-' if shares[t] is None else f'{shares[t]:.4f}'}"
         claim = claims.get(t)
-        verdict = (f"claim \"{_name(claim['text'])}\": {'correct' if claim['correct'] else 'wrong'}"
-                   if claim else "")
-        share = "-" if shares[t] is None else f"{shares[t]:.4f}"
-        data.append([answering, _name(json.dumps(pieces[t], ensure_ascii=False)), share, verdict])
-    return (head + " (mean of %{customdata[0]} answers)<br>"
-            f"{_name(str(example['id']))}: token %{{customdata[1]}}, share %{{customdata[2]}}<br>"
-            "%{customdata[3]}<extra></extra>"), data
+        if claim:
+            line += f"<br>claim \"{_name(claim['text'])}\": {'correct' if claim['correct'] else 'wrong'}"
+        text.append(line)
+    lengths = np.array([r["n_tokens"] for r in records])
+    answering = (lengths[None, :] > np.arange(width)[:, None]).sum(1)  # [T]
+    return {"hover": f"{head} (mean of %{{customdata}} answers)<br>{_name(str(example['id']))}: token %{{text}}"
+                     "<extra></extra>", "customdata": answering, "text": text}
 
 
 def _fit_lines(fit: dict, i: int, width: int) -> list[Line]:
@@ -256,7 +256,7 @@ def retrieval_overlay(image, cells: list, maps: dict[str, list], boxes: list, ti
             [Heatmap(grid, zmax=max(top, 1e-9), cmap="inferno", scale="", extent=(0, w, h, 0),  # all zero stays black
                      hover=f"<b>{_name(name)}</b><br>weight %{{z:.4f}}<extra></extra>"),
              *(Box(*b, color="cyan", width=1.5) for b in outlines)],
-            title=name if top > 0 else f"{name}: no attention on the image", image=True))
+            title=name if top > 0 else f"{name}\n(no attention on the image)", image=True))
     return Chart(panels, cols=len(panels), panel_size=(2.9, 3.1), title=title)
 
 
@@ -319,3 +319,34 @@ def by_quarter(table: dict[str, list], ylabel: str, title: str = "") -> Chart:
                                 color=_PALETTE[i % len(_PALETTE)] if i else "black",
                                 hover=f"<b>{_name(name)}</b><br>%{{x}}: %{{y:.1f}} %<extra></extra>"))
     return Chart([panel], panel_size=(7.5, 3.4), title=title)
+
+
+def answer_strip(answers: list[dict], layer: int, t: int) -> Chart:
+    """Explored answers (`report.explorer.explorer_answers` entries), one row each, token by token: each token's
+    image share of attention in explorer layer `layer` (colour), its claims marked (green: correct, red: wrong),
+    token `t` ruled. Hover: the token's text, position and share, and its claim with the verdict."""
+    width = max(len(a["pieces"]) for a in answers)
+    share = np.full((len(answers), width), np.nan)  # [answers, T]
+    data = [[["(answer ended)", ""]] * width for _ in answers]
+    marks = {True: ([], []), False: ([], [])}
+    for row, answer in enumerate(answers):
+        share[row, : len(answer["pieces"])] = _values(answer["mass"][layer])
+        claims = {c["token"]: c for c in answer["claims"] if c["token"] < len(answer["pieces"])}
+        data[row] = [[_name(json.dumps(piece, ensure_ascii=False)),
+                      f"<br>claim \"{_name(claims[k]['text'])}\": {'correct' if claims[k]['correct'] else 'wrong'}"
+                      if k in claims else ""] for k, piece in enumerate(answer["pieces"])] + data[row][len(answer["pieces"]):]
+        for k, claim in claims.items():
+            marks[claim["correct"]][0].append(k)
+            marks[claim["correct"]][1].append(row)
+    top = float(np.nanmax(share)) if np.isfinite(share).any() else 0.0
+    items = [Heatmap(share, zmax=max(top, 1e-9), cmap="Blues", scale="image share", customdata=data,
+                     hover="<b>%{y}</b><br>token %{x}: %{customdata[0]}<br>image share %{z:.4f}%{customdata[1]}"
+                           "<extra></extra>")]
+    for correct, (xs, ys) in marks.items():
+        if xs:
+            items.append(Line(xs, ys, ls="", marker="o", color="#2ca02c" if correct else "#d62728",
+                              label="claim, correct" if correct else "claim, wrong", hover="token %{x}<extra></extra>"))
+    items.append(Rule(t, "x", color="#ff7f0e", ls="-", width=1.5))
+    panel = Panel(items, rows=[a["variant"] for a in answers], xlabel="generated position (click a token)")
+    return Chart([panel], panel_size=(10.0, 0.45 * len(answers) + 0.9),
+                 title=f"{answers[-1]['id']}: image share of each token, layer {answers[-1]['layers'][layer]}")

@@ -68,7 +68,8 @@ class PVMProbe(Probe):
         return figures
 
 
-def _image(uri: str) -> Image.Image:
+def decode_image(uri: str) -> Image.Image:
+    """A PNG data URI (an explored record's image) as a PIL image."""
     return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
 
 
@@ -86,7 +87,7 @@ def retrieval_figure(records: list[dict]):
         maps[f"backbone, layer {explore['layers'][-1]}"] = explore["attention"][-1][t]
         title = (f"{record['variant']}, {record['id']}: the claim \"{claim['text']}\" at token {t} "
                  f"({'correct' if claim['correct'] else 'wrong'})")
-        return plots.retrieval_overlay(_image(explore["image"]), explore["cells"], maps, claim["boxes"], title)
+        return plots.retrieval_overlay(decode_image(explore["image"]), explore["cells"], maps, claim["boxes"], title)
     return None
 
 
