@@ -104,10 +104,15 @@ def _plotly_script(figures: list) -> str:
             f"<script>{_DRAW}</script>")
 
 
-_DRAW = """document.querySelectorAll('div.plot[data-figure]').forEach(div => {
-  const figure = JSON.parse(document.getElementById('plot-' + div.dataset.figure).textContent);
-  Plotly.newPlot(div, figure.data, figure.layout, {responsive: true, displaylogo: false})
-    .then(() => div.querySelectorAll(':scope > img').forEach(img => img.remove()));
+_DRAW = """document.querySelectorAll('div.plot[data-figure]').forEach(div => {  // one failure leaves its PNG, not the rest
+  try {
+    const figure = JSON.parse(document.getElementById('plot-' + div.dataset.figure).textContent);
+    Plotly.newPlot(div, figure.data, figure.layout, {responsive: true, displaylogo: false})
+      .then(() => div.querySelectorAll(':scope > img').forEach(img => img.remove()))
+      .catch(error => console.error('figure ' + div.dataset.figure + ': ' + error));
+  } catch (error) {
+    console.error('figure ' + div.dataset.figure + ': ' + error);
+  }
 });"""
 
 
