@@ -291,7 +291,7 @@ def interactive(chart: Chart):
                         horizontal_spacing=min((0.5 if _own_scales(chart) else 0.3) / chart.cols, 0.12),
                         vertical_spacing=min(0.3 / chart.rows, 0.12))
     fig.update_annotations(font_size=11)  # the panel titles
-    traces, where, seen, shapes, notes = [], [], set(), [], []
+    traces, where, seen, shapes, notes, axes = [], [], set(), [], [], {}
     for i, panel in enumerate(chart.panels):
         row, col = divmod(i, chart.cols)
         sub = fig.get_subplot(row + 1, col + 1)
@@ -305,14 +305,14 @@ def interactive(chart: Chart):
                 notes.append(_note(item, panel, *refs))
             else:
                 shapes.append(_shape(item, *refs))
-        _plotly_axes(fig, panel, row + 1, col + 1, refs[0])
+        axes[sub.xaxis.plotly_name], axes[sub.yaxis.plotly_name] = _plotly_axes(panel, refs[0])
     fig.add_traces(traces, rows=[r for r, _ in where], cols=[c for _, c in where])
     _, h = chart.panel_size
-    fig.update_layout(template="plotly_white", height=max(360, int(PX_PER_INCH * h * chart.rows) + 90), barmode="group",
+    fig.update_layout(**axes, template="plotly_white", height=max(360, int(PX_PER_INCH * h * chart.rows) + 90), barmode="group",
                       hovermode="closest", margin=dict(l=60, r=20, t=50, b=50), font=dict(size=11),
                       legend=dict(groupclick="togglegroup", font=dict(size=10)),
                       title=dict(text=chart.title, font=dict(size=13)) if chart.title else None,
-                      annotations=[*fig.layout.annotations, *notes], shapes=shapes)  # at once: one by one is slow
+                      annotations=[*fig.layout.annotations, *notes], shapes=shapes)  # all at once: one by one is slow
     return fig
 
 
@@ -418,7 +418,8 @@ def _note(item: Note, panel: Panel, xref: str, yref: str) -> dict:
                 yshift=item.offset[1] * 1.3 + (12 if item.rotation else 6))  # on a category axis x is the index
 
 
-def _plotly_axes(fig, panel: Panel, row: int, col: int, xref: str) -> None:
+def _plotly_axes(panel: Panel, xref: str) -> tuple[dict, dict]:
+    """(x axis, y axis) settings of one panel."""
     x = dict(title_text=panel.xlabel or None)
     y = dict(title_text=panel.ylabel or None)
     if panel.image:  # pixels are square, y runs down
@@ -433,8 +434,7 @@ def _plotly_axes(fig, panel: Panel, row: int, col: int, xref: str) -> None:
         y |= dict(type="log")
     if panel.ylim is not None:
         y |= dict(range=list(panel.ylim))
-    fig.update_xaxes(row=row, col=col, **x)
-    fig.update_yaxes(row=row, col=col, **y)
+    return x, y
 
 
 def _data_uri(image) -> str:
