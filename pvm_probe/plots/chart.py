@@ -175,7 +175,8 @@ def static(chart: Chart):
     """The chart as a matplotlib figure (not registered with pyplot: nothing to close, nothing shown)."""
     w, h = chart.panel_size
     legend = _legend_entries(chart)
-    fig = MatplotlibFigure(figsize=(w * chart.cols + (1.8 if legend else 0.3), h * chart.rows + 0.6))
+    beside = legend or any(isinstance(i, Heatmap) and i.shared_scale for p in chart.panels for i in p.items)
+    fig = MatplotlibFigure(figsize=(w * chart.cols + (1.8 if beside else 0.3), h * chart.rows + 0.6))
     axes = fig.subplots(chart.rows, chart.cols, squeeze=False, sharex=chart.share, sharey=chart.share).flat
     for ax in axes[len(chart.panels):]:
         ax.set_visible(False)

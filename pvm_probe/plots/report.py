@@ -166,7 +166,7 @@ def claim_mass_by_quarter(metrics: dict) -> Chart:
         panels.append(panel)
     panels[0].ylabel = "decoder layer"
     n_layers = len(next(iter(variants.values()))["layers"])
-    return Chart(panels, cols=min(len(panels), 4), panel_size=(2.4, max(2.0, 0.12 * n_layers + 1.0)))
+    return Chart(panels, cols=min(len(panels), 4), panel_size=(2.4, max(2.0, 0.12 * n_layers + 1.0)), share=True)
 
 
 def accuracy_vs_mass(metrics: dict) -> Chart:
