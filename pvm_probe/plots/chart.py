@@ -110,6 +110,7 @@ class Note:
     color: str = "0.3"
     rotation: float = 0
     offset: tuple = (0, 0)  # points right and up of (x, y)
+    va: str = "bottom"  # the text's bottom at (x, y), or its "center"
 
 
 @dataclass
@@ -249,7 +250,7 @@ def _draw_panel(ax, panel: Panel, fig):
             else:
                 ax.annotate(item.text, (item.x, item.y), xytext=item.offset, textcoords="offset points",
                             fontsize=item.size, color=item.color, rotation=item.rotation,
-                            ha="center" if item.rotation else "left", va="bottom" if not item.rotation else "center")
+                            ha="center" if item.rotation else "left", va=item.va)
     _axes(ax, panel)
     return shared
 
@@ -415,8 +416,9 @@ def _note(item: Note, panel: Panel, xref: str, yref: str) -> dict:
         return dict(text=item.text.replace("\n", "<br>"), x=0.5, y=0.5, xref=f"{xref} domain", yref=f"{yref} domain",
                     showarrow=False, font=font)
     return dict(text=item.text, x=item.x, y=math.log10(item.y) if panel.ylog else item.y, xref=xref, yref=yref,
-                showarrow=False, font=font, textangle=-item.rotation, xshift=item.offset[0] * 1.3,
-                yshift=item.offset[1] * 1.3 + (12 if item.rotation else 6))  # on a category axis x is the index
+                showarrow=False, font=font, textangle=-item.rotation, xanchor="center" if item.rotation else "left",
+                yanchor="bottom" if item.va == "bottom" else "middle", xshift=item.offset[0] * 1.3,
+                yshift=item.offset[1] * 1.3)  # on a category axis x is the category's index
 
 
 def _plotly_axes(panel: Panel, xref: str) -> tuple[dict, dict]:

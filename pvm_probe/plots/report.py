@@ -162,7 +162,8 @@ def claim_mass_by_quarter(metrics: dict) -> Chart:
         if not sum(n):
             panel.items.append(_empty_note("no claims in this variant (n = 0)"))
         else:
-            panel.items += [Note("n = 0", q, (len(values) - 1) / 2, size=7, rotation=90) for q in range(4) if not n[q]]
+            panel.items += [Note("n = 0", q, (len(values) - 1) / 2, size=7, rotation=90, va="center")
+                            for q in range(4) if not n[q]]
         panels.append(panel)
     panels[0].ylabel = "decoder layer"
     n_layers = len(next(iter(variants.values()))["layers"])

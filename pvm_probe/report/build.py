@@ -1,5 +1,4 @@
-"""Records -> the dilution report: `metrics.json`, figures (PNG + SVG), `report.html` (interactive). No model runs
-here.
+"""Records -> the dilution report: `metrics.json`, figures (PNG + SVG), `report.html`. No model runs here.
 
 `build_report(directory)` reads `run.json` and `records.jsonl` from a run directory and writes the report
 beside them. `report_run(...)` is the whole job behind `pvm-probe report`: the runner fills a hidden

@@ -80,7 +80,7 @@ def warnings_html(metrics: dict) -> str:
 def _figure_sections(figures: list, pngs: dict) -> str:
     return "".join(
         f'<section class="figure" id="fig-{f.name}"><h2>{html.escape(f.title)}</h2>'
-        f'{_figure_html(f, pngs.get(f.name) or png(f.figure, dpi=100))}<p class="caption">{html.escape(f.caption)}</p>'
+        f'{_figure_html(f, pngs.get(f.name) or png(f.figure))}<p class="caption">{html.escape(f.caption)}</p>'
         f'{f.extra_html}</section>' for f in figures)
 
 
