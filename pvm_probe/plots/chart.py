@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -147,11 +148,12 @@ class Chart:
         return interactive(self)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        """Jupyter: the plotly figure, and the static PNG for viewers that cannot run it."""
-        import plotly.io as pio
+        """Jupyter: the plotly figure (as plotly's own mimetype renderer gives it), and the static PNG for viewers
+        that cannot run it."""
+        import plotly.io
 
-        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(self.interactive().to_dict())
-        return {**bundle, "image/png": base64.b64encode(png(self.static(), dpi=72)).decode(),
+        return {"application/vnd.plotly.v1+json": json.loads(plotly.io.to_json(self.interactive(), validate=False)),
+                "image/png": base64.b64encode(png(self.static(), dpi=72)).decode(),
                 "text/plain": f"<Chart: {self.title or ', '.join(p.title for p in self.panels if p.title)}>"}
 
 
