@@ -61,9 +61,11 @@ bench: $(STAMP)
 figures: $(STAMP)
 	for f in analyses/fig_*.py; do $(PY) $$f || exit 1; done
 
-# Re-executes the notebooks in place, so the committed copies keep their outputs (small inline PNGs).
+# Re-executes the notebooks in place, so the committed copies keep their outputs: each figure's plotly JSON with
+# a static PNG beside it. Widget state is not kept (a plotly FigureWidget's state carries plotly.js, 5 MB each).
 notebooks: $(STAMP)
-	OMP_NUM_THREADS=1 .venv/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/*.ipynb
+	OMP_NUM_THREADS=1 .venv/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.store_widget_state=False notebooks/*.ipynb
 
 # The shipped adapters, as they were trained (CPU, 1 thread each); see each train_log.json.
 adapters: $(STAMP)

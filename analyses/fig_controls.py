@@ -24,7 +24,7 @@ def main(argv=None) -> dict:
         metrics = paint_metrics(args, list(SHIPPED_ORDER), length, name=f"controls-{setting.split()[0]}")
         table[setting] = {n: {"accuracy": m["primary"], "accuracy_by_quartile": m["primary_by_quarter"],
                               "answer_tokens": m["answer_tokens_mean"]} for n, m in metrics["variants"].items()}
-        fig = claims_by_quarter(metrics)
+        fig = claims_by_quarter(metrics).static()
         fig.suptitle(f"Blind Painter, {setting}", fontsize=9)
         save_figure(fig, args.out, "controls_" + setting.split()[0])
         print(f"\n{setting}  ({args.scenes} scenes)")

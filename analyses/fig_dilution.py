@@ -15,7 +15,7 @@ from pvm_probe.plots.report import mass_vs_position
 def main(argv=None) -> dict:
     args = script_arguments(__doc__, argv)
     metrics = probe_metrics(args, ["pvm-stage1"])
-    save_figure(mass_vs_position(metrics), args.out, "dilution")
+    save_figure(mass_vs_position(metrics).static(), args.out, "dilution")
     summary = {n: {k: m.get(k) for k in ("dilution", "claim_mass_by_quarter", "mass_profile")}
                for n, m in metrics["variants"].items()}
     atomic_write_json(f"{args.out}/dilution.json", summary)

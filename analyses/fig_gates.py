@@ -21,8 +21,8 @@ def main(argv=None) -> dict:
     args = script_arguments(__doc__, argv)
     metrics = probe_metrics(args, ["pvm-stage2"], name="gates")
     records = read_records(Path(args.out) / "records" / f"gates-{args.scenes}" / RECORDS)
-    save_figure(pvm_gates(metrics), args.out, "gates")
-    save_figure(retrieval_figure(records), args.out, "retrieval_overlay")
+    save_figure(pvm_gates(metrics).static(), args.out, "gates")
+    save_figure(retrieval_figure(records).static(), args.out, "retrieval_overlay")
     summary = {n: m["pvm"] for n, m in metrics["variants"].items() if "pvm" in m}
     atomic_write_json(f"{args.out}/gates.json", summary)
     for name, pvm in summary.items():

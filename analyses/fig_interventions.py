@@ -37,9 +37,9 @@ def main(argv=None) -> dict:
     partners = chat_inputs(processor, [suite.request((i + 1) % scenes) for i in range(scenes)], model.device)
     result = {"patching": patching_study(handle, forced, partners), "zeroing": zeroing_study(handle, forced),
               "adapter": args.adapter, "scenes": scenes}
-    save_figure(by_quarter(result["patching"], "claim tokens correct (%)", f"{args.adapter}: activation patching"),
-                args.out, "patching")
-    save_figure(by_quarter(result["zeroing"], "claim tokens correct (%)", "the image zeroed from one layer on"),
+    save_figure(by_quarter(result["patching"], "claim tokens correct (%)", f"{args.adapter}: activation patching")
+                .static(), args.out, "patching")
+    save_figure(by_quarter(result["zeroing"], "claim tokens correct (%)", "the image zeroed from one layer on").static(),
                 args.out, "image_zeroing")
     atomic_write_json(f"{args.out}/interventions.json", result)
     for name, table in (("patching", result["patching"]), ("zeroing", result["zeroing"])):

@@ -15,7 +15,7 @@ from pvm_probe.plots.report import logit_lens
 def main(argv=None) -> dict:
     args = script_arguments(__doc__, argv)
     metrics = probe_metrics(args, ["pvm-stage2"], name="gates")
-    save_figure(logit_lens(metrics), args.out, "logit_lens")
+    save_figure(logit_lens(metrics).static(), args.out, "logit_lens")
     summary = {n: m["lens"] for n, m in metrics["variants"].items() if "lens" in m}
     atomic_write_json(f"{args.out}/logit_lens.json", summary)
     for name, lens in summary.items():

@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
         metrics = paint_metrics(args, list(dict.fromkeys(adapters.values())), length,
                                 name=f"placement-{setting.split()[0]}")
         table[setting] = by_row(metrics, adapters)
-        fig = claims_by_quarter(metrics)
+        fig = claims_by_quarter(metrics).static()
         fig.suptitle(f"Where to put PVM ({setting}): " + ", ".join(f"{k} {list(v)}" for k, v in placements.items()),
                      fontsize=9)
         save_figure(fig, args.out, "placement" if length is None else "placement_short")

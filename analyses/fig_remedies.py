@@ -354,7 +354,7 @@ def write(args, result: dict, start: float) -> dict:
     from pvm_probe.plots.report import remedies
 
     stem = "remedies" if result["suite"] == "world" else "remedies_scenes"
-    fig = remedies(result.pop("metrics"), REMEDIES.names())
+    fig = remedies(result.pop("metrics"), REMEDIES.names()).static()
     fig.suptitle(f"{result['suite']} suite: PVM vs training-free remedies ({args.scenes} held-out scenes)", fontsize=9,
                  y=1.03)
     save_figure(fig, args.out, stem)

@@ -25,7 +25,7 @@ def main(argv=None) -> dict:
     logs = {"baseline (last stage)": json.loads((BASELINE_DIR / "log_history.json").read_text())}
     for path in sorted(SHIPPED_ADAPTERS.glob("*/train_log.json")):
         logs[path.parent.name] = json.loads(path.read_text())
-    save_figure(training_curves(logs), args.out, "training")
+    save_figure(training_curves(logs).static(), args.out, "training")
     return {name: len(log) for name, log in logs.items()}
 
 

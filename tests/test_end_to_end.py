@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from plotly.offline import get_plotlyjs
 
 from pvm_probe.zoo import ARCHS, save_tiny_checkpoint
 
@@ -73,7 +74,7 @@ def test_train_on_your_data_then_report_on_your_model(arch, workspace, tmp_path)
         "claims_by_quarter"]  # alpha = 0 is the backbone
     for name in SECTIONS:
         assert (tmp_path / "r" / f"{name}.png").is_file(), name
-    page = (tmp_path / "r" / "report.html").read_text()
+    page = (tmp_path / "r" / "report.html").read_text().replace(get_plotlyjs(), "")  # its own text, not plotly.js's
     assert "explorer-data" in page and "tuned lens" in page.lower()
     assert not any(word in page for word in ("painter", "Blind Painter", "r0c0", "window of recent tokens"))
 

@@ -320,8 +320,8 @@ def test_quarters_without_claims_say_n_is_zero(probed):
     metrics = json.loads(json.dumps(probed))
     table = metrics["variants"]["baseline"]["claims_by_quarter"]["all"]
     table["n"], table["error_rate"] = [3, 0, 2, 0], [0.5, None, 0.5, None]
-    assert _texts(claims_by_quarter(metrics)).count("n = 0") >= 2
-    assert _texts(claim_mass_by_quarter(metrics)) == ["n = 0", "n = 0"]
+    assert _texts(claims_by_quarter(metrics).static()).count("n = 0") >= 2
+    assert _texts(claim_mass_by_quarter(metrics).static()) == ["n = 0", "n = 0"]
 
 
 def test_suites_without_regions_leave_out_the_region_panel_and_say_why(unscored):
@@ -344,7 +344,7 @@ def test_scenes_keep_the_region_panel(probed):
                                         "entropy_by_quarter": [[1.0] * 4],
                                         "on_claimed_region_by_quarter": [[0.3, None, 0.2, 0.1]],
                                         "claimed_region_chance": 0.1}}
-    assert [ax.get_title() for ax in pvm_gates(metrics).axes][-1] == "weight on the claimed region"
+    assert [ax.get_title() for ax in pvm_gates(metrics).static().axes][-1] == "weight on the claimed region"
 
 
 # ---- training curves ----------------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def test_stage2_training_curves_plot_loss_linearly_and_the_reward():
 
     logs = {name: json.loads((SHIPPED_ADAPTERS / name / "train_log.json").read_text())
             for name in ("pvm-stage1", "pvm-stage2")}
-    axes = {ax.get_title(): ax for ax in training_curves(logs).axes}
+    axes = {ax.get_title(): ax for ax in training_curves(logs).static().axes}
     assert list(axes) == ["Stage I loss", "Stage II loss", "Stage II reward"]
     assert axes["Stage I loss"].get_yscale() == "log" and axes["Stage II loss"].get_yscale() == "linear"
     for title, key in (("Stage II loss", "loss"), ("Stage II reward", "reward")):
@@ -443,7 +443,7 @@ def test_the_overlay_of_a_claim_without_region_says_so():
     from pvm_probe.probes.builtin.pvm import overlay_caption
 
     cells = [[0, 0, 0.5, 1], [0.5, 0, 1, 1]]
-    fig = retrieval_overlay(Image.new("RGB", (32, 32)), cells, {"PVM block at layer 1": [0.2, 0.8]}, [], "t")
+    fig = retrieval_overlay(Image.new("RGB", (32, 32)), cells, {"PVM block at layer 1": [0.2, 0.8]}, [], "t").static()
     assert fig.axes[0].get_title() == "image (the claim names no region)"
     metrics = {"variants": {"a": {"pvm": {"on_claimed_region_by_quarter": [[None] * 4]}}}}
     caption = overlay_caption(metrics)

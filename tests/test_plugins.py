@@ -19,6 +19,7 @@ PLUGIN = '''
 """A toy probe (counts the model's forwards and reads each answer's length) and a toy remedy (scales the
 final logits, which greedy decoding cannot see)."""
 import matplotlib.pyplot as plt
+import plotly.graph_objects as go
 
 from pvm_probe.probes.protocol import Figure, Probe
 from pvm_probe.remedies.base import Remedy
@@ -54,10 +55,16 @@ class ToyProbe(Probe):
 
     @classmethod
     def figures(cls, metrics, records):
-        fig, ax = plt.subplots()
+        """One figure static only, one with an interactive version (a plotly figure built by hand)."""
         names = [n for n, m in metrics["variants"].items() if "toy_probe" in m]
+        forwards = [metrics["variants"][n]["toy_probe"]["forwards_max"] for n in names]
+        fig, ax = plt.subplots()
         ax.bar(names, [metrics["variants"][n]["toy_probe"]["tokens_mean"] for n in names])
-        return [Figure("toy_probe_tokens", "Toy probe: answer length", fig, "Mean answer length per variant.")]
+        both, ax = plt.subplots()
+        ax.bar(names, forwards)
+        return [Figure("toy_probe_tokens", "Toy probe: answer length", fig, "Mean answer length per variant."),
+                Figure("toy_probe_forwards", "Toy probe: forwards", both, "Most forwards per answer.",
+                       interactive=go.Figure(go.Bar(x=names, y=forwards, name="forwards")))]
 
 
 class ToyRemedy(Remedy):
@@ -124,7 +131,14 @@ def test_a_plugin_probe_and_remedy_run_end_to_end(plugin, tiny_checkpoints, tmp_
     caption = page.split('id="fig-remedies"', 1)[1].split('class="caption">', 1)[1].split("</p>", 1)[0]
     assert "Toy remedy: scale the final logits by 1 / temperature" in caption  # its registered title and summary
     assert not any(REMEDIES.get(n).title in caption for n in REMEDIES.names() if n != "toy_remedy")  # not drawn
-    assert (out / "toy_probe_tokens.png").is_file()
+    assert (out / "toy_probe_tokens.png").is_file() and (out / "toy_probe_forwards.png").is_file()
+    # a static-only figure is its PNG; one with an interactive version is drawn by plotly over its PNG
+    assert '<img alt="toy_probe_tokens"' in page and 'data-figure="toy_probe_tokens"' not in page
+    assert '<div class="plot" data-figure="toy_probe_forwards"><img alt="toy_probe_forwards"' in page
+    spec = page.split('<script type="application/json" id="plot-toy_probe_forwards">', 1)[1].split("</script>", 1)[0]
+    (bar,) = json.loads(spec)["data"]
+    assert bar["x"] == ["baseline", "toy_remedy"] and bar["y"] == [
+        max(r["toy_probe"]["forwards"] for r in records if r["variant"] == n) for n in bar["x"]]
 
 
 def test_a_plugin_may_not_take_a_builtin_name(tmp_path, monkeypatch):

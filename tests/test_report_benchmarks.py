@@ -29,13 +29,13 @@ def test_pope_table_by_split():
 
 
 def test_by_quarter_figure():
-    fig, caption = hallucination_by_quarter_figure(ChairSuite.benchmark_layout, CHAIR)
-    lines = fig.axes[0].get_lines()
+    chart, caption = hallucination_by_quarter_figure(ChairSuite.benchmark_layout, CHAIR)
+    lines = chart.static().axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["baseline", "baseline (fixed parser)", "pai", "pai (fixed parser)"]
     assert list(lines[0].get_ydata())[:2] == [5.0, 10.0] and str(lines[0].get_ydata()[2]) == "nan"
     assert "CHAIR_i by quarter" in caption
-    fig, caption = hallucination_by_quarter_figure(AmberSuite.benchmark_layout, {"baseline": {"chair_by_quarter": [0.1, 0.2, 0.3, 0.4]}})
-    assert [round(v, 6) for v in fig.axes[0].get_lines()[0].get_ydata()] == [10.0, 20.0, 30.0, 40.0]
+    chart, caption = hallucination_by_quarter_figure(AmberSuite.benchmark_layout, {"baseline": {"chair_by_quarter": [0.1, 0.2, 0.3, 0.4]}})
+    assert [round(v, 6) for v in chart.static().axes[0].get_lines()[0].get_ydata()] == [10.0, 20.0, 30.0, 40.0]
     assert hallucination_by_quarter_figure(PopeSuite.benchmark_layout, {}) is None
 
 

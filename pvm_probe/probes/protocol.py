@@ -3,7 +3,8 @@
     runner    for each batch the enabled probes that apply attach (`attach`), `generate` runs, and each
               probe writes its own section of every record (`record`: record[probe.name])
     metrics   each probe reduces one variant's records to its keys of metrics.json (`metrics`)
-    report    each probe draws its figures, every one with a caption that says what to read in it (`figures`)
+    report    each probe draws its figures, every one with a caption that says what to read in it (`figures`):
+              a matplotlib figure, and if it likes the same figure in plotly (`Figure.of_chart` gives both)
 
 A probe sees the model only through `Batch` and the records only as JSON, so it can be written, and
 registered (`pvm_probe.registry.PROBES`, or the `pvm_probe.probes` entry-point group), without touching
@@ -55,13 +56,20 @@ class Row:
 
 @dataclass
 class Figure:
-    """One figure of a probe's report section, with the caption that says what to read in it."""
+    """One figure of the report: the static version (PNG/SVG, and the page's fallback) and, optionally, the
+    same figure in plotly, which the page shows interactively."""
 
     name: str  # file stem and page anchor
     title: str  # the section heading
     figure: object  # a matplotlib figure
     caption: str  # what to read in it, and what would falsify the story
     extra_html: str = ""  # e.g. a table shown under the figure
+    interactive: object = None  # a plotly figure (or its dict) of the same data; None: the page shows the PNG
+
+    @classmethod
+    def of_chart(cls, name: str, title: str, chart, caption: str, extra_html: str = "") -> Figure:
+        """Both versions from one `pvm_probe.plots.chart.Chart`, drawn once each."""
+        return cls(name, title, chart.static(), caption, extra_html, chart.interactive())
 
 
 def quarter_values(values: list, q: int) -> float | None:

@@ -2,7 +2,7 @@
 
     benchmarks = variant_benchmarks(suite, records)   # {variant: suite.benchmark(its records)}
     html = benchmarks_html("chair", ChairSuite.benchmark_layout, benchmarks, ChairSuite.published)
-    fig, caption = hallucination_by_quarter_figure(ChairSuite.benchmark_layout, benchmarks)   # None for POPE
+    chart, caption = hallucination_by_quarter_figure(ChairSuite.benchmark_layout, benchmarks)   # None for POPE
 
 Rates are shown in percent. Published rows sit under ours, labelled "as reported, not measured here", each
 with a numbered mark; under the table every source (paper, table, protocol) is given once. They are comparable
@@ -14,10 +14,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import numpy as np
-
 from ..io import atomic_write_json
+from ..plots.chart import Chart, Line, Panel
 from ..plots.report import QUARTERS, variant_styles
 
 BENCHMARK_FILE = "benchmark.json"
@@ -83,22 +81,17 @@ def benchmarks_html(suite: str, layout: dict, benchmarks: dict[str, dict], publi
 
 
 def hallucination_by_quarter_figure(layout: dict, benchmarks: dict[str, dict]):
-    """(figure, caption) of the hallucination rate by quarter of the answer per variant (`layout["by_quarter"]`:
+    """(chart, caption) of the hallucination rate by quarter of the answer per variant (`layout["by_quarter"]`:
     its key in each row; the first group solid, the others dotted), or None when the suite has none (POPE)."""
     key = layout.get("by_quarter")
     if key is None:
         return None
     styles = variant_styles(list(benchmarks))
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    panel = Panel(categories=QUARTERS, xlabel="quarter of the answer (by generated token)", ylabel=layout["ylabel"])
     for variant, benchmark in benchmarks.items():
         for k, (group, row) in enumerate(groups(layout, benchmark)):
-            values = np.array([np.nan if v is None else 100 * v for v in row[key]], dtype=float)
             label = variant if k == 0 else f"{variant} ({group} {layout['group']})"
-            ax.plot(QUARTERS, values, marker="o", color=styles[variant]["color"],
-                    ls=":" if k else styles[variant]["ls"], label=label)
-    ax.set_ylabel(layout["ylabel"])
-    ax.set_xlabel("quarter of the answer (by generated token)")
-    ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    return fig, layout["caption"]
-
+            panel.items.append(Line(range(4), [None if v is None else 100 * v for v in row[key]], label=label,
+                                    marker="o", color=styles[variant]["color"], ls=":" if k else styles[variant]["ls"],
+                                    hover=f"<b>{html.escape(label, quote=False)}</b><br>%{{x}}: %{{y:.1f}}<extra></extra>"))
+    return Chart([panel], panel_size=(6.4, 3.4)), layout["caption"]

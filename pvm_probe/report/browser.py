@@ -1,10 +1,12 @@
 """Open report.html in a real browser (Debian's `chromium`, headless) and check it as a reader would.
 
 A few lines of the Chrome DevTools protocol over a websocket (`websocket-client`): load the page, collect
-JavaScript exceptions and console errors, check that every figure decoded and every explorer canvas was
-drawn, click a token of the explorer and check the heat map changed, read the headline table back from the
-page and compare it with metrics.json, report the page's warnings (e.g. no claim parsed) as problems, and
-save a screenshot beside the report.
+JavaScript exceptions, console errors and every network request that leaves the page, check that every
+figure decoded, every interactive figure was drawn by plotly and every explorer canvas was drawn, move the
+mouse onto a point of the mass-vs-position figure and read the hover label (it must name the token written
+there, as records.jsonl has it), click a token of the explorer and check the heat map changed, read the
+headline table back from the page and compare it with metrics.json, report the page's warnings (e.g. no
+claim parsed) as problems, and save a screenshot beside the report.
 
     python -m pvm_probe.report.browser out/report/report.html      (make report-check)
 """
@@ -20,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..records import RECORDS, read_records
 from .page import headline_cells
 
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -42,7 +45,7 @@ class Browser:
         # no Origin header: chromium >= 111 refuses a DevTools websocket from an origin it was not told to allow
         self.socket = websocket.create_connection(self._page_socket(port), timeout=timeout, suppress_origin=True)
         self.next_id, self.events = 0, []
-        for domain in ("Page", "Runtime", "Log"):
+        for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
 
     @staticmethod
@@ -98,6 +101,15 @@ class Browser:
                 out.append("console.error: " + " ".join(str(a.get("value")) for a in event["params"]["args"]))
         return out
 
+    def requests(self) -> list[str]:
+        """The URL of every request the page made (the page itself included)."""
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+
+    def hover(self, x: float, y: float, settle: float = 0.5) -> None:
+        """Move the mouse to (x, y), in CSS pixels of the viewport, as a reader's mouse would."""
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        time.sleep(settle)
+
     def element_screenshot(self, selector: str, path: Path) -> None:
         """A screenshot of one element of the page (e.g. the token explorer)."""
         box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
@@ -110,6 +122,7 @@ class Browser:
         height = int(self.evaluate("document.documentElement.scrollHeight"))
         self.call("Emulation.setDeviceMetricsOverride", width=1200, height=min(height, 16000), deviceScaleFactor=1,
                   mobile=False)
+        time.sleep(1.0)  # the interactive figures redraw for the new viewport
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
         path.write_bytes(base64.b64decode(data))
 
@@ -152,6 +165,54 @@ _CLICK = """(() => {
 })()"""
 
 
+_PLOTS = """Array.from(document.querySelectorAll('div.plot[data-figure]')).map(d => [d.dataset.figure,
+  !!d.querySelector('.main-svg') && (d._fullData || []).length > 0 && !d.querySelector(':scope > img')])"""
+_POINT = """((figure, variant, t) => {  // a point of the variant's curve in the first panel, in viewport pixels
+  const gd = document.querySelector('div.plot[data-figure="' + figure + '"]');
+  gd.scrollIntoView({block: 'center'});
+  const trace = gd._fullData.find(d => d.name === variant && d.xaxis === 'x');
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+  const inside = (p, a) => Math.min(Math.max(p, 1), a._length - 1);  // a point on the axis line hovers nothing
+  return [box.left + xa._offset + inside(xa.l2p(trace.x[t]), xa), box.top + ya._offset + inside(ya.l2p(trace.y[t]), ya)];
+})"""
+_HOVER_LABEL = """Array.from(document.querySelectorAll('div.plot[data-figure="mass_vs_position"] .hoverlayer .hovertext'))
+  .map(h => Array.from(h.querySelectorAll('tspan.line')).map(line => line.textContent).join('\\n'))"""
+
+
+def hover_problems(browser: Browser, records: list[dict]) -> list[str]:
+    """Hover the baseline's mass curve in the first layer at the first claim of its first answer: the label
+    must name the variant it shows and the token that variant's first answer wrote there, with its claim."""
+    if not browser.evaluate("!!document.querySelector('div.plot[data-figure=\"mass_vs_position\"]')"):
+        return []
+    first = {}
+    for r in records:
+        if r["variant"] not in first or r["request"] < first[r["variant"]]["request"]:
+            first[r["variant"]] = r
+    example = first.get("baseline") or next(iter(first.values()))
+    t = next((c["token"] for c in example["claims"] if c["token"] is not None), 0)
+    x, y = browser.evaluate(f"{_POINT}('mass_vs_position', {json.dumps(example['variant'])}, {t})")
+    browser.hover(x, y)
+    labels = browser.evaluate(_HOVER_LABEL)
+    if not labels:
+        return [f"hovering position {t} of {example['variant']}'s mass curve showed no label"]
+    shown = labels[0].split("\n")
+    variant = shown[0].split(", layer ")[0]
+    if variant not in first:
+        return [f"the hover label at position {t} names no variant of the records: {labels[0]!r}"]
+    record = first[variant]
+    piece = json.dumps(record["pieces"][t], ensure_ascii=False)
+    claims = [c["text"] for c in record["claims"] if c["token"] == t]
+    if not any(f"token {piece}" in line for line in shown) or not all(any(c in line for line in shown) for c in claims):
+        return [f"the hover label at position {t} of {variant} does not show its token {piece}"
+                f"{' and claim ' + repr(claims[0]) if claims else ''}: {labels[0]!r}"]
+    return []
+
+
+def network_problems(page: Path, urls: list[str]) -> list[str]:
+    """Every request but the page itself and inline data: the page must work offline, in one file."""
+    return [f"the page requested {url}" for url in urls if url != page.as_uri() and not url.startswith("data:")]
+
+
 _SHOW_PVM = """(() => {  // the first answer with PVM maps, at its last correct claim
   const answers = JSON.parse(document.getElementById('explorer-data').textContent).answers;
   const select = document.getElementById('ex-answer');
@@ -185,6 +246,8 @@ def check_report(page: Path, screenshot: Path | None = None, explorer: Path | No
     with Browser() as browser:
         browser.load(page.as_uri())
         problems += [f"figure {alt} did not render" for alt, ok in browser.evaluate(_FIGURES) if not ok]
+        problems += [f"interactive figure {name} was not drawn" for name, ok in browser.evaluate(_PLOTS) if not ok]
+        problems += hover_problems(browser, read_records(page.parent / RECORDS))
         problems += [f"canvas {name} was not drawn" for name, lit in browser.evaluate(_CANVASES) if not lit]
         if browser.evaluate("!!document.getElementById('ex-tokens')"):
             changed, asked, shown = browser.evaluate(_CLICK)
@@ -195,6 +258,7 @@ def check_report(page: Path, screenshot: Path | None = None, explorer: Path | No
             problems.append(f"headline differs from metrics.json: page {shown}, metrics {headline_text(metrics)}")
         problems += warning_problems(metrics.get("warnings", []), browser.evaluate(_WARNINGS))
         problems += browser.errors()
+        problems += network_problems(page, browser.requests())
         if explorer and browser.evaluate("!!document.getElementById('ex-tokens')"):
             browser.evaluate(_SHOW_PVM)
             browser.element_screenshot("#explorer", Path(explorer))

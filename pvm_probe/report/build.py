@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 
 from ..errors import InputError
 from ..io import atomic_write, atomic_write_json, atomic_write_text, swap_in, unwritable
+from ..plots.chart import png
 from ..records import RECORDS, RUN, read_records
 from ..registry import SUITES
 from .benchmarks import BENCHMARK_FILE
@@ -48,13 +49,15 @@ def build_report(directory) -> Path:
     directory = Path(directory)
     metrics, records, logs = metrics_of(directory)
     figures = report_figures(metrics, records, logs)
-    for figure in figures:
-        for ext in ("png", "svg"):
-            atomic_write(directory / f"{figure.name}.{ext}", lambda tmp, fig=figure.figure, ext=ext: fig.savefig(
-                tmp, format=ext, dpi=110, bbox_inches="tight"))
+    pngs = {}
+    for figure in figures:  # each drawn once: the PNG file is also the page's fallback image
+        pngs[figure.name] = png(figure.figure)
+        atomic_write(directory / f"{figure.name}.png", lambda tmp, data=pngs[figure.name]: Path(tmp).write_bytes(data))
+        atomic_write(directory / f"{figure.name}.svg", lambda tmp, fig=figure.figure: fig.savefig(
+            tmp, format="svg", bbox_inches="tight"))
     atomic_write_json(directory / "metrics.json", metrics)
-    path = atomic_write_text(directory / "report.html", page(metrics, figures, records))
-    plt.close("all")
+    path = atomic_write_text(directory / "report.html", page(metrics, figures, records, pngs))
+    plt.close("all")  # a plug-in probe's figures may be pyplot's
     return path
 
 

@@ -25,7 +25,8 @@ def explorer_answers(records: list[dict]) -> list[dict]:
         answer = {"variant": r["variant"], "id": r["id"], "image": explore["image"], "cells": explore["cells"],
                   "layers": explore["layers"], "pieces": r["pieces"], "mass": [r["mass"]["image"][i] for i in index],
                   "attention": explore["attention"],
-                  "claims": [{"token": c["token"], "correct": c["correct"], "text": c["text"]}
+                  "claims": [{"token": c["token"], "correct": c["correct"], "text": c["text"],
+                              "boxes": c.get("boxes", [])}
                              for c in r["claims"] if c["token"] is not None]}
         if "pvm" in explore:
             answer |= {"pvm_layers": explore["pvm_layers"], "pvm": explore["pvm"]}

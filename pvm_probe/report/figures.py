@@ -1,6 +1,7 @@
 """The report's figures and their captions: what to read in each, and what would falsify the story.
 
-`report_figures(metrics, records, curves)` returns a `Figure` (name, title, figure, caption) for every section
+`report_figures(metrics, records, curves)` returns a `Figure` (name, title, static and interactive figure, caption)
+for every section
 the records support: the report's own, and each probe's (`Probe.figures`); the wording follows the suite
 (no painter-world words on a page about another suite).
 """
@@ -52,20 +53,20 @@ def report_figures(metrics: dict, records: list[dict], curves: dict) -> list[Fig
     variants = metrics["variants"].values()
     figures = []
     if metrics["metric"].get("positional", True):  # a one-word answer has no quarters to compare
-        figures.append(Figure("claims_by_quarter", "Claims by quarter of the answer", plots.claims_by_quarter(metrics),
-                              CAPTIONS["claims_by_quarter"](metrics)))
+        figures.append(Figure.of_chart("claims_by_quarter", "Claims by quarter of the answer",
+                                       plots.claims_by_quarter(metrics), CAPTIONS["claims_by_quarter"](metrics)))
     for name, probe in PROBES.items():
         if any(r.get(name) is not None for r in records):
             figures += probe.figures(metrics, records)
     if metrics.get("benchmark"):
         drawn = hallucination_by_quarter_figure(metrics.get("benchmark_layout", {}), metrics["benchmark"])
         if drawn is not None:
-            figures.append(Figure("benchmark_by_quarter", "Hallucination by quarter of the answer", *drawn))
+            figures.append(Figure.of_chart("benchmark_by_quarter", "Hallucination by quarter of the answer", *drawn))
     remedies = REMEDIES.names()
     if any(m["kind"] in remedies for m in variants):
-        figures.append(Figure("remedies", "PVM vs training-free remedies", plots.remedies(metrics, remedies),
-                              CAPTIONS["remedies"](metrics)))
+        figures.append(Figure.of_chart("remedies", "PVM vs training-free remedies", plots.remedies(metrics, remedies),
+                                       CAPTIONS["remedies"](metrics)))
     if curves:
-        figures.append(Figure("training_curves", "Training curves", plots.training_curves(curves),
-                              CAPTIONS["training_curves"](metrics)))
+        figures.append(Figure.of_chart("training_curves", "Training curves", plots.training_curves(curves),
+                                       CAPTIONS["training_curves"](metrics)))
     return [f for f in figures if f.figure is not None]

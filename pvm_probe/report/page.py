@@ -1,4 +1,5 @@
-"""report.html: one self-contained page (figures as PNG data URIs, the explorer's data and code inline).
+"""report.html: one self-contained page: interactive figures (plotly.js inline, once), each with its static PNG as
+the fallback when scripting is off, and the explorer's data and code inline.
 
 Order: the headline (what each variant scores early and late, its gain, what the controls say), the
 figures with their captions, the token explorer, the paper's numbers beside ours.
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
+import plotly.io
+from plotly.offline import get_plotlyjs
+
+from ..plots.chart import png
 from .benchmarks import benchmarks_html
 from .explorer import explorer_html
 from .metrics import signed
@@ -32,7 +36,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums} .caption{color:#444;f
 white-space:pre-wrap;max-height:420px;overflow:auto;border:1px solid #ddd;padding:6px}
 .ex-tokens span{cursor:pointer} .ex-tokens .ok{border-bottom:3px solid #2ca02c} .ex-tokens .bad{border-bottom:3px
 solid #d62728} .ex-tokens .sel{outline:2px solid #ff7f0e} .ex-maps{display:flex;flex-wrap:wrap;gap:8px}
-figure{margin:4px} figcaption{font-size:0.85em;color:#444}"""
+figure{margin:4px} figcaption{font-size:0.85em;color:#444} div.plot{max-width:100%}"""
 
 
 def _pct(value, points: bool = False) -> str:
@@ -93,17 +97,43 @@ def warnings_html(metrics: dict) -> str:
     return f'<div class="note" id="warnings"><b>Warning</b><ul>{items}</ul></div>'
 
 
-def _png_uri(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _figure_sections(figures: list) -> str:
+def _figure_sections(figures: list, pngs: dict) -> str:
     return "".join(
         f'<section class="figure" id="fig-{f.name}"><h2>{html.escape(f.title)}</h2>'
-        f'<img alt="{f.name}" src="{_png_uri(f.figure)}"><p class="caption">{html.escape(f.caption)}</p>'
+        f'{_figure_html(f, pngs.get(f.name) or png(f.figure))}<p class="caption">{html.escape(f.caption)}</p>'
         f'{f.extra_html}</section>' for f in figures)
+
+
+def _figure_html(figure, image: bytes) -> str:
+    """The static PNG; with an interactive version, the PNG inside the div plotly draws into (it stays when
+    scripting is off, and is removed once the plot is drawn) and the figure's JSON beside it."""
+    static = f'<img alt="{figure.name}" src="data:image/png;base64,{base64.b64encode(image).decode()}">'
+    if figure.interactive is None:
+        return static
+    data = plotly.io.to_json(figure.interactive, validate=False).replace("</", "<\\/")
+    return (f'<div class="plot" data-figure="{figure.name}">{static}</div>'
+            f'<script type="application/json" id="plot-{figure.name}">{data}</script>')
+
+
+def _plotly_script(figures: list) -> str:
+    """plotly.js (from the installed plotly package, inline: the page needs no network) and the few lines that
+    draw every interactive figure; nothing when there is none."""
+    if all(f.interactive is None for f in figures):
+        return ""
+    return (f"<script>window.PlotlyConfig = {{MathJaxConfig: 'local'}};</script><script>{get_plotlyjs()}</script>"
+            f"<script>{_DRAW}</script>")
+
+
+_DRAW = """document.querySelectorAll('div.plot[data-figure]').forEach(div => {  // one failure leaves its PNG, not the rest
+  try {
+    const figure = JSON.parse(document.getElementById('plot-' + div.dataset.figure).textContent);
+    Plotly.newPlot(div, figure.data, figure.layout, {responsive: true, displaylogo: false})
+      .then(() => div.querySelectorAll(':scope > img').forEach(img => img.remove()))
+      .catch(error => console.error('figure ' + div.dataset.figure + ': ' + error));
+  } catch (error) {
+    console.error('figure ' + div.dataset.figure + ': ' + error);
+  }
+});"""
 
 
 def _paper_table(metrics: dict) -> str:
@@ -171,7 +201,8 @@ def _benchmarks(metrics: dict) -> str:
                            metrics.get("published", []))
 
 
-def page(metrics: dict, figures: list, records: list[dict]) -> str:
+def page(metrics: dict, figures: list, records: list[dict], pngs: dict | None = None) -> str:
+    """The page; `pngs`: each figure's PNG by name, as written beside it (drawn here where missing)."""
     setting = metrics["setting"]
     note = (f'<p class="note">{html.escape(WORLD_NOTE.format(window=setting.get("attention_window")))}</p>'
             if metrics["suite"] == "world" and setting.get("attention_window") else "")
@@ -179,6 +210,6 @@ def page(metrics: dict, figures: list, records: list[dict]) -> str:
 <style>{STYLE}</style></head><body>
 <h1>Visual signal dilution report</h1>
 {header_html(metrics)}
-{note}{warnings_html(metrics)}{lead_html(metrics)}{_figure_sections(figures)}
+{note}{warnings_html(metrics)}{lead_html(metrics)}{_figure_sections(figures, pngs or {})}
 {explorer_html(records)}{_paper_table(metrics)}
-</body></html>"""
+{_plotly_script(figures)}</body></html>"""

@@ -52,8 +52,8 @@ class LogitLensProbe(Probe):
 
     @classmethod
     def figures(cls, metrics: dict, records: list[dict]) -> list[Figure]:
-        return [Figure("logit_lens", "LogitLens and tuned lens", plots.logit_lens(metrics), CAPTION,
-                       lens_table(metrics))]
+        return [Figure.of_chart("logit_lens", "LogitLens and tuned lens", plots.logit_lens(metrics), CAPTION,
+                                lens_table(metrics))]
 
 
 class TunedLensProbe(LogitLensProbe):

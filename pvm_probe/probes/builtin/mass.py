@@ -73,12 +73,12 @@ class AttentionMassProbe(Probe):
 
     @classmethod
     def figures(cls, metrics: dict, records: list[dict]) -> list[Figure]:
-        return [Figure("mass_vs_position", "Visual attention mass vs position", plots.mass_vs_position(metrics),
-                       _caption_mass(metrics)),
-                Figure("claim_mass_by_quarter", "Image share at the claim-writing queries",
-                       plots.claim_mass_by_quarter(metrics), CLAIM_MASS_CAPTION),
-                Figure("accuracy_vs_mass", "Accuracy against visual mass, claim by claim",
-                       plots.accuracy_vs_mass(metrics), ACCURACY_CAPTION)]
+        return [Figure.of_chart("mass_vs_position", "Visual attention mass vs position",
+                                plots.mass_vs_position(metrics, records), _caption_mass(metrics)),
+                Figure.of_chart("claim_mass_by_quarter", "Image share at the claim-writing queries",
+                                plots.claim_mass_by_quarter(metrics), CLAIM_MASS_CAPTION),
+                Figure.of_chart("accuracy_vs_mass", "Accuracy against visual mass, claim by claim",
+                                plots.accuracy_vs_mass(metrics), ACCURACY_CAPTION)]
 
 
 def mass_curve(records: list[dict]) -> np.ndarray:

@@ -60,14 +60,16 @@ class PVMProbe(Probe):
 
     @classmethod
     def figures(cls, metrics: dict, records: list[dict]) -> list[Figure]:
-        figures = [Figure("pvm_gates", "PVM gates and retrieval", plots.pvm_gates(metrics), gates_caption(metrics))]
+        figures = [Figure.of_chart("pvm_gates", "PVM gates and retrieval", plots.pvm_gates(metrics),
+                                   gates_caption(metrics))]
         overlay = retrieval_figure(records)
         if overlay is not None:
-            figures.append(Figure("retrieval_overlay", "Where PVM looks", overlay, overlay_caption(metrics)))
+            figures.append(Figure.of_chart("retrieval_overlay", "Where PVM looks", overlay, overlay_caption(metrics)))
         return figures
 
 
-def _image(uri: str) -> Image.Image:
+def decode_image(uri: str) -> Image.Image:
+    """A PNG data URI (an explored record's image) as a PIL image."""
     return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
 
 
@@ -85,7 +87,7 @@ def retrieval_figure(records: list[dict]):
         maps[f"backbone, layer {explore['layers'][-1]}"] = explore["attention"][-1][t]
         title = (f"{record['variant']}, {record['id']}: the claim \"{claim['text']}\" at token {t} "
                  f"({'correct' if claim['correct'] else 'wrong'})")
-        return plots.retrieval_overlay(_image(explore["image"]), explore["cells"], maps, claim["boxes"], title)
+        return plots.retrieval_overlay(decode_image(explore["image"]), explore["cells"], maps, claim["boxes"], title)
     return None
 
 
